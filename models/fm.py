@@ -1,0 +1,27 @@
+import torch
+from torch import nn
+
+from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pairs
+from .registry import PAIRS, POOLED, build_interaction, register_model
+
+
+@register_model("fm", accepts={PAIRS, POOLED}, default_interaction="sum_square",
+                hparams={"embed_dim": (16, "size E of each feature's latent vector")})
+class FM(nn.Module):
+    """Factorization Machine (Rendle, ICDM 2010): w0 + Σ w_i + Σ_{i<j} <v_i, v_j>.
+
+    x: LongTensor (B, F) of global feature ids -> logits (B,).
+    """
+
+    def __init__(self, field_dims, interaction="sum_square", embed_dim: int = 16):
+        super().__init__()
+        self.fields = FieldIds(field_dims)
+        self.linear = FeaturesLinear(self.fields.vocab_size)
+        self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
+        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS, POOLED}, "fm")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fields.check(x)
+        emb = self.embedding(x)                                # (B, F, E)
+        pairwise = pooled_pairs(self.interaction, emb).sum(1)  # (B,)
+        return self.linear(x) + pairwise

@@ -1,0 +1,149 @@
+"""Blocks shared by the models: embeddings, the linear term, the MLP, and AFM's pair attention.
+
+Shapes: B batch, F fields, E embedding size, P = F(F-1)/2 field pairs, A attention size.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import ATTENTION_POOLED, PAIRS, POOLED
+
+
+def pair_fields(num_fields: int) -> list[tuple[int, int]]:
+    """Field pair of each pair number, i < j in row-major order: pair 0 = (0, 1), then (0, 2), ...
+
+    This is the article's numbering: for 10 fields pair 22 = (2, 8), 33 = (4, 8), 44 = (8, 9).
+    """
+    return [(i, j) for i in range(num_fields) for j in range(i + 1, num_fields)]
+
+
+class FieldIds(nn.Module):
+    """Holds the field layout and checks that a batch of global feature ids fits it.
+
+    Field f owns the global ids [offsets[f], offsets[f] + field_dims[f]).
+    """
+
+    def __init__(self, field_dims):
+        super().__init__()
+        field_dims = [int(d) for d in field_dims]
+        if len(field_dims) < 2:
+            raise ValueError(f"need at least 2 fields for pairwise interactions, got {len(field_dims)}")
+        if any(d < 1 for d in field_dims):
+            raise ValueError(f"every field needs a vocabulary size >= 1, got {field_dims}")
+        self.field_dims = tuple(field_dims)
+        self.num_fields = len(field_dims)
+        self.vocab_size = sum(field_dims)
+        offsets = torch.tensor([0, *field_dims[:-1]]).cumsum(0)
+        self.register_buffer("lower", offsets, persistent=False)
+        self.register_buffer("upper", offsets + torch.tensor(field_dims), persistent=False)
+
+    def check(self, x: torch.Tensor) -> None:
+        """x: LongTensor (B, F). Raises TypeError/ValueError with what is wrong."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"feature ids must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"feature ids must be an integer tensor (torch.long), got {x.dtype}")
+        if x.dim() != 2 or x.shape[1] != self.num_fields:
+            raise ValueError(f"feature ids must have shape (batch, {self.num_fields}), got {tuple(x.shape)}")
+        outside = (x < self.lower) | (x >= self.upper)
+        if bool(outside.any()):
+            row, col = (int(v) for v in outside.nonzero()[0])
+            raise ValueError(
+                f"feature id {int(x[row, col])} at row {row}, field {col} is outside that field's "
+                f"global id range [{int(self.lower[col])}, {int(self.upper[col])}) "
+                f"(vocabulary size {self.vocab_size})")
+
+
+class FeaturesEmbedding(nn.Module):
+    """x: LongTensor (B, F) of global ids -> (B, F, E)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        nn.init.xavier_uniform_(self.embedding.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding(x)
+
+
+class FeaturesLinear(nn.Module):
+    """First-order term w0 + sum_f w[x_f]. x: (B, F) -> (B,)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.weight = nn.Embedding(vocab_size, 1)
+        nn.init.zeros_(self.weight.weight)
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight(x).sum(dim=(1, 2)) + self.bias
+
+
+class MLP(nn.Module):
+    """(B, in) -> (B, out): Linear -> BatchNorm -> ReLU -> Dropout per hidden layer, then Linear."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float, out_dim: int = 1,
+                 batch_norm: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers.append(nn.Linear(in_dim, width))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)
+
+
+class PairAttention(nn.Module):
+    """AFM's attention over pair products (Xiao et al. 2017, eq. 4).
+
+    a'_p = h^T ReLU(W (v_i ⊙ v_j) + b),  a = softmax_p(a'),  then dropout on a.
+    No bias on h: it would cancel in the softmax.
+    """
+
+    def __init__(self, embed_dim: int, attn_dim: int, dropout: float):
+        super().__init__()
+        self.hidden = nn.Linear(embed_dim, attn_dim)        # W, b
+        self.score = nn.Linear(attn_dim, 1, bias=False)     # h
+        self.dropout = nn.Dropout(dropout)
+
+    def weights(self, pairs: torch.Tensor) -> torch.Tensor:
+        """pairs (B, P, E) -> attention weights (B, P), each row a distribution (no dropout)."""
+        scores = self.score(torch.relu(self.hidden(pairs))).squeeze(-1)  # (B, P)
+        return torch.softmax(scores, dim=1)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        """pairs (B, P, E) -> attention-pooled (B, E)."""
+        weights = self.dropout(self.weights(pairs))                      # (B, P)
+        return torch.einsum("bp,bpe->be", weights, pairs)
+
+
+def pooled_pairs(interaction: nn.Module, emb: torch.Tensor) -> torch.Tensor:
+    """Sum of all pair products, (B, F, E) -> (B, E), whatever the interaction outputs."""
+    if interaction.output == POOLED:
+        return interaction(emb)
+    if interaction.output == PAIRS:
+        return interaction(emb).sum(dim=1)
+    raise ValueError(f"interaction output {interaction.output!r} cannot be summed into (B, E)")
+
+
+def attention_pooled_pairs(interaction: nn.Module, emb: torch.Tensor, attention: PairAttention) -> torch.Tensor:
+    """AFM's pooling (B, F, E) -> (B, E), by per-pair products or by a fused implementation."""
+    if interaction.output == ATTENTION_POOLED:
+        return interaction(emb, attention)
+    if interaction.output == PAIRS:
+        return attention(interaction(emb))
+    raise ValueError(f"interaction output {interaction.output!r} cannot feed attention pooling")
+
+
+def attention_weights(interaction: nn.Module, emb: torch.Tensor, attention: PairAttention) -> torch.Tensor:
+    """AFM's attention weights (B, P) for embeddings (B, F, E), without dropout."""
+    if interaction.output == ATTENTION_POOLED:
+        return interaction.attention_weights(emb, attention)
+    return attention.weights(interaction(emb))

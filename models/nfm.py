@@ -1,0 +1,34 @@
+import torch
+from torch import nn
+
+from .layers import MLP, FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pairs
+from .registry import PAIRS, POOLED, build_interaction, register_model
+
+
+@register_model("nfm", accepts={PAIRS, POOLED}, default_interaction="sum_square", hparams={
+    "embed_dim": (16, "size E of each feature's latent vector"),
+    "hidden": ((64,), "widths of the MLP's hidden layers above the bi-interaction pooling"),
+    "dropout": (0.2, "dropout on the pooled vector and after each hidden layer"),
+})
+class NFM(nn.Module):
+    """Neural Factorization Machine (He & Chua, SIGIR 2017).
+
+    Bi-interaction pooling Σ_{i<j} v_i ⊙ v_j -> BatchNorm, dropout -> MLP -> logit, plus the linear term.
+    x: LongTensor (B, F) -> logits (B,).
+    """
+
+    def __init__(self, field_dims, interaction="sum_square", embed_dim: int = 16,
+                 hidden: tuple[int, ...] = (64,), dropout: float = 0.2):
+        super().__init__()
+        self.fields = FieldIds(field_dims)
+        self.linear = FeaturesLinear(self.fields.vocab_size)
+        self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
+        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS, POOLED}, "nfm")
+        self.pooled_norm = nn.Sequential(nn.BatchNorm1d(embed_dim), nn.Dropout(dropout))
+        self.mlp = MLP(embed_dim, tuple(hidden), dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fields.check(x)
+        emb = self.embedding(x)                                      # (B, F, E)
+        pooled = self.pooled_norm(pooled_pairs(self.interaction, emb))  # (B, E)
+        return self.linear(x) + self.mlp(pooled).squeeze(1)
