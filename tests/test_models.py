@@ -108,7 +108,7 @@ def test_bad_construction_is_a_clear_error(call, match):
         call()
 
 
-@pytest.mark.parametrize("model_name", ["fm", "nfm", "afm"])
+@pytest.mark.parametrize("model_name", list_models())
 def test_bad_ids_are_a_clear_error(model_name):
     model = create_model(model_name, FIELD_DIMS)
     x = random_ids(FIELD_DIMS, 4)

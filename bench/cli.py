@@ -1,0 +1,154 @@
+"""Command line: `ctrbench run | leaderboard | list` (also `python -m ctrbench ...`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ctrbench.datasets import list_datasets
+from ctrbench.models import list_interactions, list_models, model_entry
+
+from .leaderboard import write_leaderboard
+from .protocol import run_grid
+from .train import TrainConfig
+
+DEFAULT_RESULTS = Path("results")
+
+
+def comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def seed_list(text: str) -> list[int]:
+    """'5' means seeds 0..4; '0,3,7' names them."""
+    try:
+        if "," in text:
+            return [int(s) for s in comma_list(text)]
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (5) or a list (0,3,7), got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    return list(range(count))
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """name=value, the value read as JSON when it parses (numbers, lists), else as a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    name, value = text.split("=", 1)
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+def add_run_parser(commands) -> None:
+    parser = commands.add_parser(
+        "run", help="train and test a grid of models x interactions x seeds; store records; update the leaderboard",
+        description="Train every (model, interaction, seed) with early stopping on validation AUC, score the "
+                    "test split, store one JSON record per finished run under RESULTS/runs/ and regenerate "
+                    "RESULTS/leaderboard.md. Finished runs are skipped, so rerunning a killed command resumes it.")
+    parser.add_argument("--dataset", default="purchase", help=f"one of {', '.join(list_datasets())} (default purchase)")
+    parser.add_argument("--data-dir", type=Path, help="where the dataset files are (default: $CTRBENCH_DATA_DIR, "
+                        "../shared/datasets beside the checkout, or the user cache)")
+    parser.add_argument("--data-option", type=key_value, action="append", default=[], metavar="NAME=VALUE",
+                        help="dataset option, e.g. rows=20000 or hot_spot=false (repeatable)")
+    parser.add_argument("--models", type=comma_list, default=["fm", "nfm", "afm"],
+                        help=f"comma-separated, from {', '.join(list_models())} (default fm,nfm,afm)")
+    parser.add_argument("--interactions", default="default",
+                        help="comma-separated implementation names, 'all' (every valid one per model) or "
+                             "'default' (each model's default)")
+    parser.add_argument("--seeds", type=seed_list, default=list(range(3)), help="a count (5 = seeds 0..4) or a list (default 3)")
+    parser.add_argument("--embed-dim", type=int, help="embedding size for every model (default 16)")
+    parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE", dest="hparams",
+                        help="model hyper-parameter, e.g. attn_dim=32 or hidden=[64,32] (repeatable)")
+    defaults = TrainConfig()
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="epochs without validation-AUC gain before stopping (default 10, as the article)")
+    parser.add_argument("--plateau-lr-factor", type=float, default=None,
+                        help="multiply the lr by this on each epoch without gain (BARS: 0.1 with --patience 2)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=command_run)
+
+
+def command_run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hparams = dict(args.hparams)
+    if args.embed_dim is not None:
+        hparams["embed_dim"] = args.embed_dim
+    interactions = args.interactions if args.interactions in ("all", "default") else comma_list(args.interactions)
+    config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, patience=args.patience,
+                         plateau_lr_factor=args.plateau_lr_factor)
+    run_grid(args.dataset, args.models, interactions, args.seeds, args.results_dir, hparams=hparams,
+             dataset_options=dict(args.data_option), config=config, device=args.device,
+             data_dir=args.data_dir, progress=not args.quiet)
+    path = write_leaderboard(args.results_dir)
+    print(f"leaderboard: {path}")
+    return 0
+
+
+def add_leaderboard_parser(commands) -> None:
+    parser = commands.add_parser("leaderboard", help="regenerate RESULTS/leaderboard.md from the stored records",
+                                 description="Rebuild the Markdown leaderboard from the JSON records; corrupt "
+                                             "or partial records are reported and skipped.")
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    parser.set_defaults(handler=lambda args: print(f"leaderboard: {write_leaderboard(args.results_dir)}") or 0)
+
+
+def add_list_parser(commands) -> None:
+    parser = commands.add_parser("list", help="list models, interactions, valid pairs and datasets",
+                                 description="What the registry holds.")
+    parser.set_defaults(handler=command_list)
+
+
+def command_list(args) -> int:
+    for model in list_models():
+        entry = model_entry(model)
+        print(f"model {model}: {entry.description}")
+        print(f"  interactions: {', '.join(list_interactions(model=model))} (default {entry.default_interaction})")
+        for name, (default, meaning) in entry.hparams.items():
+            print(f"  --set {name}={json.dumps(default)}: {meaning}")
+    print(f"datasets: {', '.join(list_datasets())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR feature-interaction models "
+                                     "and their pairwise-product implementations.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_run_parser, add_leaderboard_parser, add_list_parser):
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ctrbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nctrbench {args.command}: interrupted. Finished runs are stored; the same command resumes.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

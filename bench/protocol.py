@@ -1,0 +1,174 @@
+"""The protocol: one run = (dataset, model, interaction, hyper-parameters, seed) trained with early
+stopping and scored once on the test split; a grid is many runs, each stored as soon as it ends."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctrbench.datasets import load
+from ctrbench.models import check_pair, create_model, list_interactions, model_entry
+
+from .environment import environment
+from .memory import track_peak_memory
+from .records import SCHEMA, read_record, write_record
+from .train import TrainConfig, evaluate, fit
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    model: str
+    interaction: str
+    seed: int
+    hparams: dict = field(default_factory=dict)          # given ones; defaults are filled in
+    dataset_options: dict = field(default_factory=dict)
+    config: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"
+
+    def full_hparams(self) -> dict:
+        defaults = {name: default for name, (default, _) in model_entry(self.model).hparams.items()}
+        return {**defaults, **self.hparams}
+
+    def identity(self) -> dict:
+        """What makes two runs the same run (and so what a restarted grid may skip)."""
+        return {"dataset": self.dataset, "dataset_options": self.dataset_options, "model": self.model,
+                "interaction": self.interaction, "hparams": self.full_hparams(), "seed": self.seed,
+                "config": self.config.as_dict(), "device": self.device}
+
+    def key(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def record_path(self, results_dir: Path) -> Path:
+        name = f"{self.model}__{self.interaction}__seed{self.seed}__{self.key()}.json"
+        return Path(results_dir) / "runs" / self.dataset / name
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """One seed fixes initialisation and dropout (global RNGs) and returns the shuffling generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use --device cpu")
+    return resolved
+
+
+def as_tensors(dataset, split: str, device: torch.device):
+    X, y = dataset.split(split)
+    return torch.as_tensor(np.ascontiguousarray(X), device=device), torch.as_tensor(y, device=device)
+
+
+def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
+            world_size: int = 1, model_wrapper=None) -> dict:
+    """Train and test one run on an already loaded dataset (split by `spec.seed`); returns its record."""
+    device = resolve_device(spec.device)
+    generator = seed_everything(spec.seed)
+    model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction, **spec.hparams).to(device)
+    trained = model_wrapper(model) if model_wrapper else model
+    train, validation, test = (as_tensors(dataset, s, device) for s in ("train", "validation", "test"))
+    wall_start = time.perf_counter()
+    with track_peak_memory(device) as peak:
+        result = fit(trained, train, validation, spec.config, generator, progress, evaluate_fn, rank, world_size)
+        test_scores = evaluate_fn(trained, *test, spec.config.eval_batch_size)
+    return {
+        "schema": SCHEMA, "kind": "run", "key": spec.key(), **spec.identity(),
+        "dataset_options": dataset.options, "field_dims": list(dataset.field_dims),
+        "rows": {s: int(len(dataset.splits[s])) for s in ("train", "validation", "test")},
+        "test": {"auc": test_scores["auc"], "logloss": test_scores["logloss"]},
+        "validation": {"auc": result.best_validation["auc"], "logloss": result.best_validation["logloss"]},
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
+        "train_samples_per_s": result.train_samples_per_s,
+        "inference_samples_per_s": test_scores["samples_per_s"],
+        "wall_seconds": time.perf_counter() - wall_start,
+        "memory": {"rss_peak_bytes": peak.rss_peak_bytes, "rss_rise_bytes": peak.rss_rise_bytes,
+                   "cuda_peak_bytes": peak.cuda_peak_bytes},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "world_size": world_size,
+        "backend": torch.distributed.get_backend() if world_size > 1 else None,
+        "environment": environment(device),
+    }
+
+
+def expand_grid(models: list[str], interactions: list[str] | str) -> list[tuple[str, str]]:
+    """(model, interaction) cells. `interactions` is a list of names, "all" (every valid one per
+    model) or "default" (each model's default). A named interaction that fits a model is used for
+    it; one that fits none of the models, or an empty grid, is an error listing the valid choices."""
+    for model in models:
+        model_entry(model)
+    if interactions == "all":
+        return [(m, i) for m in models for i in list_interactions(model=m)]
+    if interactions == "default":
+        return [(m, model_entry(m).default_interaction) for m in models]
+    cells = []
+    for interaction in interactions:
+        fitting = [m for m in models if interaction in list_interactions(model=m)]
+        if not fitting:
+            check_pair(models[0], interaction)      # raises with the valid list (or unknown name)
+        cells += [(m, interaction) for m in fitting]
+    return sorted(set(cells), key=lambda cell: (models.index(cell[0]), interactions.index(cell[1])))
+
+
+def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int], results_dir: Path,
+             hparams: dict | None = None, dataset_options: dict | None = None,
+             config: TrainConfig | None = None, device: str = "cpu", data_dir=None,
+             progress: bool = False, log=print) -> list[dict]:
+    """Run every (model, interaction, seed) not already stored; return all the grid's records.
+
+    Each record is written the moment its run ends, so a killed grid loses at most the run in flight
+    and a restart skips what is done.
+    """
+    config = config or TrainConfig()
+    hparams = hparams or {}
+    dataset_options = dataset_options or {}
+    known_anywhere = set().union(*(model_entry(m).hparams for m in models))
+    unknown = set(hparams) - known_anywhere
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)}; the selected models know "
+                         f"{sorted(known_anywhere)}")
+    cells = expand_grid(models, interactions)
+    records = []
+    total = len(cells) * len(seeds)
+    done = 0
+    for seed in seeds:
+        specs = [RunSpec(dataset_name, m, i, seed, {k: v for k, v in hparams.items() if k in model_entry(m).hparams},
+                         dataset_options, config, device) for m, i in cells]
+        pending = []
+        for spec in specs:
+            path = spec.record_path(results_dir)
+            try:
+                records.append(read_record(path))
+                done += 1
+                log(f"[{done}/{total}] {spec.model}/{spec.interaction} seed {seed}: already stored, skipped")
+            except ValueError as error:
+                if path.exists():
+                    log(f"warning: {error}; running it again")
+                pending.append(spec)
+        if not pending:
+            continue
+        dataset = load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options)
+        for spec in pending:
+            record = run_one(spec, dataset, progress)
+            write_record(spec.record_path(results_dir), record)
+            records.append(record)
+            done += 1
+            log(f"[{done}/{total}] {spec.model}/{spec.interaction} seed {seed}: test AUC "
+                f"{record['test']['auc']:.4f}, logloss {record['test']['logloss']:.4f}, "
+                f"best epoch {record['best_epoch']}/{record['epochs_run']}, "
+                f"{record['train_samples_per_s']:,.0f} train samples/s")
+    return records
