@@ -1,0 +1,35 @@
+import torch
+from torch import nn
+
+from .layers import MLP, FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pairs
+from .registry import PAIRS, POOLED, build_interaction, register_model
+
+
+@register_model("deepfm", accepts={PAIRS, POOLED}, default_interaction="sum_square", hparams={
+    "embed_dim": (16, "size E of each feature's latent vector, shared by the FM and the deep part"),
+    "hidden": ((64, 64), "widths of the deep part's hidden layers over the F·E concatenated embeddings"),
+    "dropout": (0.2, "dropout after each hidden layer of the deep part"),
+})
+class DeepFM(nn.Module):
+    """DeepFM (Guo et al., IJCAI 2017): y = y_FM + y_DNN on one shared embedding table.
+
+    FM part: w0 + Σ w_i + Σ_{i<j} <v_i, v_j>, the pair sum taken from the interaction (B, E) -> (B,).
+    Deep part: embeddings (B, F, E) flattened to (B, F·E) -> MLP (Linear, BatchNorm, ReLU, Dropout per
+    hidden layer) -> (B,). x: LongTensor (B, F) of global feature ids -> logits (B,).
+    """
+
+    def __init__(self, field_dims, interaction="sum_square", embed_dim: int = 16,
+                 hidden: tuple[int, ...] = (64, 64), dropout: float = 0.2):
+        super().__init__()
+        self.fields = FieldIds(field_dims)
+        self.linear = FeaturesLinear(self.fields.vocab_size)
+        self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
+        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS, POOLED}, "deepfm")
+        self.mlp = MLP(self.fields.num_fields * embed_dim, tuple(hidden), dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fields.check(x)
+        emb = self.embedding(x)                                              # (B, F, E)
+        fm = self.linear(x) + pooled_pairs(self.interaction, emb).sum(1)    # (B,)
+        deep = self.mlp(emb.flatten(start_dim=1)).squeeze(1)                 # (B,)
+        return fm + deep
