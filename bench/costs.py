@@ -1,0 +1,75 @@
+"""Cost measures that do not depend on how busy the machine is: FLOPs, bytes autograd saves, and
+the kernel's own peak-RSS counter for one call."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call as torch's flop counter sees them.
+
+    It counts matrix-class operations (mm, bmm, addmm, convolution, attention) and not elementwise
+    ones, so an implementation made of gathers and multiplies reads near zero: compare like with like.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def saved_activation_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct tensor storages autograd keeps for backward during one call of `fn`
+    (parameters and inputs that it saves count too: they are what backward holds on to)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(storages.values())
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS so an earlier cell's leftovers do not hide this one's peak."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def peak_rss_rise_bytes(fn: Callable[[], object]) -> int | None:
+    """How far the process's resident set rose above its starting level during one call of `fn`.
+
+    Uses Linux's high-water mark (VmHWM), reset through /proc/self/clear_refs, so no short peak is
+    missed; None where that interface is missing.
+    """
+    _release_free_heap()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    start = _status_kib("VmRSS")
+    fn()
+    peak = _status_kib("VmHWM")
+    if start is None or peak is None:
+        return None
+    return max(peak - start, 0) * 1024
