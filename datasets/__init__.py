@@ -1,0 +1,19 @@
+"""Datasets in one shape: X int64 (rows, fields) global feature ids, y float32 0/1, field layout, splits.
+
+    >>> from ctrbench.datasets import load, list_datasets, batches
+    >>> ds = load("purchase", rows=100_000, hot_spot=True)      # generated, no files needed
+    >>> X_train, y_train = ds.split("train")
+    >>> ds.describe_feature(int(X_train[0, 8]))                  # ('brand', 'hash bucket 5')
+
+Only relative imports here: this folder is `ctrbench.datasets` and must never be mistaken for (or
+shadow) Hugging Face's top-level `datasets` package.
+"""
+from .batching import batches
+from .core import (BadInputError, Dataset, DatasetNotFoundError, FieldCodebook, make_splits, resolve_cache_dir,
+                   resolve_data_dir)
+from .download import DownloadError, download
+from .purchase import pair_number
+from .registry import list_datasets, load
+
+__all__ = ["load", "list_datasets", "batches", "Dataset", "FieldCodebook", "BadInputError", "DatasetNotFoundError",
+           "DownloadError", "download", "make_splits", "resolve_data_dir", "resolve_cache_dir", "pair_number"]

@@ -1,0 +1,162 @@
+"""The one shape every dataset takes, its deterministic splits, and where data files live.
+
+Shapes: N rows, F fields. X holds global feature ids: field f owns [offsets[f], offsets[f] + field_dims[f]).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "validation", "test")
+DATA_DIR_ENV = "CTRBENCH_DATA_DIR"
+CACHE_DIR_ENV = "CTRBENCH_CACHE_DIR"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where we looked; the message says which files to put where."""
+
+
+class BadInputError(ValueError):
+    """A data file is malformed; the message names the file and the (1-based) line."""
+
+    def __init__(self, path, line: int | None, problem: str):
+        self.path, self.line, self.problem = str(path), line, problem
+        where = f"{path}, line {line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass
+class FieldCodebook:
+    """Names the values of one field: local id k < len(labels) is labels[k], later ids are
+    f"{fallback}{k - len(labels)}" (hash buckets, or ids whose raw value the source never had)."""
+
+    labels: list[str] = field(default_factory=list)
+    fallback: str = ""
+
+    def describe(self, local_id: int) -> str:
+        if local_id < len(self.labels):
+            return self.labels[local_id]
+        return f"{self.fallback}{local_id - len(self.labels)}"
+
+    def to_json(self) -> dict:
+        return {"labels": list(self.labels), "fallback": self.fallback}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FieldCodebook":
+        return cls(list(data["labels"]), data["fallback"])
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset.
+
+    X: int64 (N, F) global feature ids; y: float32 (N,) 0/1 labels; splits: int64 row indices per
+    split name. X may be a read-only-backed memory map for large cached sets (copy-on-write).
+    """
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    field_names: list[str]
+    field_dims: list[int]
+    splits: dict[str, np.ndarray]
+    options: dict
+    codebooks: list[FieldCodebook]
+    truth: dict | None = None
+    stats: dict = field(default_factory=dict)   # e.g. skipped bad lines, cache hit, seconds
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64 (F,): first global id of each field."""
+        return np.concatenate([[0], np.cumsum(self.field_dims[:-1])]).astype(np.int64)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(sum(self.field_dims))
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.field_names)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(X_part (n, F) int64, y_part (n,) float32) of split `name`, as in-memory copies."""
+        if name not in self.splits:
+            raise KeyError(f"unknown split {name!r}; have {sorted(self.splits)}")
+        index = self.splits[name]
+        return np.asarray(self.X[index]), np.asarray(self.y[index])
+
+    def describe_feature(self, feature_id: int) -> tuple[str, str]:
+        """(field name, raw value or bucket label) of a global feature id."""
+        feature_id = int(feature_id)
+        if not 0 <= feature_id < self.vocab_size:
+            raise ValueError(f"feature id {feature_id} outside [0, {self.vocab_size})")
+        f = int(np.searchsorted(self.offsets, feature_id, side="right") - 1)
+        return self.field_names[f], self.codebooks[f].describe(feature_id - int(self.offsets[f]))
+
+    def __repr__(self) -> str:
+        positives = float(np.mean(self.y)) if len(self.y) else 0.0
+        sizes = {k: len(v) for k, v in self.splits.items()}
+        return (f"Dataset({self.name!r}, rows={len(self.y)}, fields={self.num_fields}, "
+                f"vocab={self.vocab_size}, positive_rate={positives:.3f}, splits={sizes})")
+
+
+def make_splits(rows: int, seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+    """Deterministic train/validation/test row indices (int64, each sorted) from a seeded permutation.
+
+    Sizes are floor(rows * 0.8), floor(rows * 0.1) and the rest, so they do not depend on the seed.
+    Indices are sorted inside each split for memory locality; batching shuffles anyway.
+    """
+    order = np.random.default_rng([seed, 0x5B11]).permutation(rows)
+    n_train = int(rows * fractions[0])
+    n_valid = int(rows * fractions[1])
+    parts = (order[:n_train], order[n_train:n_train + n_valid], order[n_train + n_valid:])
+    return {name: np.sort(part).astype(np.int64) for name, part in zip(SPLIT_NAMES, parts)}
+
+
+def split_from_parts(part_sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Row indices when the files bring their own train/validation/test split, stacked in that order."""
+    bounds = np.concatenate([[0], np.cumsum(part_sizes)])
+    return {name: np.arange(bounds[k], bounds[k + 1], dtype=np.int64) for k, name in enumerate(SPLIT_NAMES)}
+
+
+def repo_shared_datasets() -> Path:
+    """`../shared/datasets` next to the repository (the repo root is this package's parent)."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def user_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "ctrbench"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Explicit argument > $CTRBENCH_DATA_DIR > ../shared/datasets (if present) > ~/.cache/ctrbench/datasets."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    shared = repo_shared_datasets()
+    if shared.is_dir():
+        return shared
+    return user_cache_root() / "datasets"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where preprocessed arrays go: argument > $CTRBENCH_CACHE_DIR > ~/.cache/ctrbench/preprocessed.
+    Never the data dir, which may be read-only (the shared one is)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return user_cache_root() / "preprocessed"
+
+
+def missing_files_error(name: str, folder: Path, wanted: Sequence[str], hint: str = "") -> DatasetNotFoundError:
+    files = ", ".join(wanted)
+    return DatasetNotFoundError(
+        f"dataset {name!r}: no data found in {folder}. Put {files} there "
+        f"(or pass data_dir=..., or set ${DATA_DIR_ENV} to a folder holding {name}/). {hint}".strip())

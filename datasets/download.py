@@ -1,0 +1,117 @@
+"""`download(name)`: fetch a public set from its official address into data_dir/<name>/, checking sizes
+and SHA-256 where we know them. Offline (or for sets behind a login) it fails saying where to put files."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core import resolve_data_dir
+
+NFM_DATA = "https://raw.githubusercontent.com/hexiangnan/neural_factorization_machine/master/data/frappe"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str
+    filename: str                 # name under data_dir/<dataset>/ once fetched (and unpacked)
+    sha256: str | None = None     # None: not published; we print the digest so it can be recorded
+
+
+class DownloadError(RuntimeError):
+    """Could not fetch; the message says what to download by hand and where to put it."""
+
+
+# Checksums: frappe validation/test are the digests of the NFM/AFM authors' files as we hold them
+# (../shared/datasets/frappe); the others are not published by their hosts.
+SOURCES: dict[str, list[RemoteFile]] = {
+    "frappe": [
+        RemoteFile(f"{NFM_DATA}/frappe.train.libfm", "frappe.train.libfm"),
+        RemoteFile(f"{NFM_DATA}/frappe.validation.libfm", "frappe.validation.libfm",
+                   "fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e"),
+        RemoteFile(f"{NFM_DATA}/frappe.test.libfm", "frappe.test.libfm",
+                   "a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097"),
+    ],
+    "criteo": [RemoteFile("https://go.criteo.net/criteo-research-kaggle-display-advertising-challenge-dataset.tar.gz",
+                          "train.txt")],
+    "movielens": [RemoteFile("https://files.grouplens.org/datasets/movielens/ml-1m.zip", "movielens.csv")],
+}
+MANUAL = {
+    "avazu": "Avazu is behind a Kaggle login: download train.gz from "
+             "https://www.kaggle.com/c/avazu-ctr-prediction/data and put it in {folder}/ (gzip is read as is).",
+}
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, target: Path, timeout: float) -> None:
+    partial = target.with_name(target.name + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        shutil.copyfileobj(response, out, length=1 << 22)
+    os.replace(partial, target)
+
+
+def _movielens_csv(archive: Path, target: Path) -> None:
+    """ml-1m's ratings/users/movies (`::`-separated) joined into the sample's columns."""
+    import pandas as pd
+    with zipfile.ZipFile(archive) as z:
+        def table(name, columns):
+            with z.open(f"ml-1m/{name}") as f:
+                return pd.read_csv(f, sep="::", engine="python", names=columns, encoding="latin-1")
+        ratings = table("ratings.dat", ["user_id", "movie_id", "rating", "timestamp"])
+        users = table("users.dat", ["user_id", "gender", "age", "occupation", "zip"])
+        movies = table("movies.dat", ["movie_id", "title", "genres"])
+    joined = ratings.merge(movies, on="movie_id").merge(users, on="user_id")
+    columns = ["user_id", "movie_id", "rating", "timestamp", "title", "genres", "gender", "age", "occupation", "zip"]
+    joined[columns].to_csv(target, index=False)
+
+
+def download(name: str, data_dir=None, timeout: float = 60.0) -> Path:
+    """Fetch dataset `name` into data_dir/<name>/ and return that folder. Files already there and
+    matching their checksum are kept."""
+    folder = resolve_data_dir(data_dir) / name
+    if name in MANUAL:
+        raise DownloadError(MANUAL[name].format(folder=folder))
+    if name not in SOURCES:
+        raise KeyError(f"no download for {name!r}; downloadable: {sorted(SOURCES)} (manual: {sorted(MANUAL)})")
+    folder.mkdir(parents=True, exist_ok=True)
+    for remote in SOURCES[name]:
+        target = folder / remote.filename
+        if target.is_file() and (remote.sha256 is None or sha256_of(target) == remote.sha256):
+            continue
+        fetched = folder / Path(remote.url).name
+        try:
+            _fetch(remote.url, fetched, timeout)
+        except (urllib.error.URLError, OSError) as error:
+            raise DownloadError(
+                f"could not fetch {remote.url} ({error}). Download it by hand and put "
+                f"{remote.filename} in {folder}/ (or point data_dir / $CTRBENCH_DATA_DIR at a folder "
+                f"holding {name}/{remote.filename}).") from None
+        if fetched.suffixes[-2:] == [".tar", ".gz"]:
+            with tarfile.open(fetched) as archive:
+                member = next(m for m in archive.getmembers() if Path(m.name).name == remote.filename)
+                with archive.extractfile(member) as source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out, length=1 << 22)
+            fetched.unlink()
+        elif fetched.suffix == ".zip":
+            _movielens_csv(fetched, target)
+            fetched.unlink()
+        digest = sha256_of(target)
+        if remote.sha256 is not None and digest != remote.sha256:
+            target.unlink()
+            raise DownloadError(f"{remote.url}: SHA-256 {digest} does not match the expected {remote.sha256}")
+        if remote.sha256 is None:
+            print(f"{target}: sha256 {digest} (no published checksum to compare)")
+    return folder

@@ -1,0 +1,520 @@
+"""Delimited files (criteo, avazu, movielens, any csv) streamed through pyarrow, encoded to global ids,
+cached as .npy keyed by the source files and the options.
+
+Per field, local ids are laid out as:
+  numeric      0 missing, 1..11 small values floor(v) in -8..2, 12 + floor(ln(v)^2) for v > 2
+               (the Criteo winners' bucketing), clipped at LOG_BUCKETS.
+  categorical  vocab: 0 missing, 1 out-of-vocabulary (rarer than min_count in the training split,
+               or unseen), 2.. kept values, most frequent first.
+               hash:  0 missing, 1..hash_buckets = hash of the value (no OOV needed).
+Preprocessing is one streaming pass (hash) or three (vocab: hash values to 64 bits, count them on
+the training rows, map), each holding one block of rows in memory at a time.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from .core import (BadInputError, Dataset, FieldCodebook, make_splits, missing_files_error, resolve_cache_dir)
+from .npyio import NpyAppender, iter_blocks, read_header
+
+CACHE_FORMAT = 1
+SMALL_MIN, SMALL_MAX = -8, 2
+SMALL_BUCKETS = SMALL_MAX - SMALL_MIN + 1          # 11
+LOG_BUCKETS = 400                                  # floor(ln(v)^2) < 400  <=>  v < e^20 ~ 4.9e8
+NUMERIC_DIM = 1 + SMALL_BUCKETS + LOG_BUCKETS
+HASH_KEY = "ctrbench-hash-01"                      # 16 bytes: pandas' siphash key, fixed for stable ids
+MISSING_HASH = np.uint64(0)                        # sentinel for a missing categorical value in pass 1
+
+CRITEO_COLUMNS = ["label"] + [f"I{k}" for k in range(1, 14)] + [f"C{k}" for k in range(1, 27)]
+AVAZU_CATEGORICAL = ["hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id",
+                     "app_domain", "app_category", "device_id", "device_ip", "device_model", "device_type",
+                     "device_conn_type", "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21"]
+MOVIELENS_COLUMNS = ["user_id", "movie_id", "rating", "timestamp", "title", "genres", "gender", "age",
+                     "occupation", "zip"]
+
+
+@dataclass
+class TableSpec:
+    """How to read one delimited layout: which column is the label and which are features."""
+    name: str
+    label: str
+    numeric: list[str]
+    categorical: list[str]
+    column_names: list[str] | None = None     # for files without a header row
+    delimiter: str = ","
+    label_threshold: float | None = None      # None: label must be 0/1 or -1/+1; else label >= threshold -> 1
+    transforms: dict[str, str] = field(default_factory=dict)   # column -> name in TRANSFORMS
+
+
+def _hour_of_day(column: pa.Array) -> pa.Array:
+    """Avazu's hour is YYMMDDHH; the date alone never recurs in a test period, the hour of day does."""
+    return pc.utf8_slice_codeunits(column, 6, 8)
+
+
+def _first_of_list(column: pa.Array) -> pa.Array:
+    """MovieLens genres are `A|B|C`; one feature per field, so the first genre stands for the film."""
+    return pc.list_element(pc.split_pattern(column, "|"), 0)
+
+
+TRANSFORMS: dict[str, Callable[[pa.Array], pa.Array]] = {"hour_of_day": _hour_of_day, "first_of_list": _first_of_list}
+
+
+def criteo_spec(first_line: str) -> TableSpec:
+    """The 200-row sample has a header and commas; Kaggle's train.txt has neither (tabs)."""
+    has_header = first_line.split("\t" if "\t" in first_line else ",")[0].strip() == "label"
+    return TableSpec(name="criteo", label="label", numeric=CRITEO_COLUMNS[1:14], categorical=CRITEO_COLUMNS[14:],
+                     column_names=None if has_header else CRITEO_COLUMNS,
+                     delimiter="\t" if "\t" in first_line else ",")
+
+
+def avazu_spec(first_line: str) -> TableSpec:
+    return TableSpec(name="avazu", label="click", numeric=[], categorical=list(AVAZU_CATEGORICAL),
+                     transforms={"hour": "hour_of_day"})
+
+
+def movielens_spec(first_line: str) -> TableSpec:
+    return TableSpec(name="movielens", label="rating", numeric=[],
+                     categorical=["user_id", "movie_id", "genres", "gender", "age", "occupation", "zip"],
+                     label_threshold=4.0, transforms={"genres": "first_of_list"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding pieces, each vectorised over one block of rows.
+
+def numeric_local_ids(values: np.ndarray) -> np.ndarray:
+    """float64 (n,) with NaN for missing -> int64 (n,) local ids (see module doc)."""
+    ids = np.zeros(len(values), dtype=np.int64)
+    present = ~np.isnan(values)
+    small = present & (values <= SMALL_MAX)
+    large = present & (values > SMALL_MAX)
+    ids[small] = 1 + (np.clip(np.floor(values[small]), SMALL_MIN, SMALL_MAX) - SMALL_MIN).astype(np.int64)
+    log_bucket = np.floor(np.log(values[large]) ** 2).astype(np.int64)
+    ids[large] = 1 + SMALL_BUCKETS + np.minimum(log_bucket, LOG_BUCKETS - 1)
+    return ids
+
+
+def numeric_codebook() -> FieldCodebook:
+    labels = ["<missing>", f"<={SMALL_MIN}"] + [str(v) for v in range(SMALL_MIN + 1, SMALL_MAX + 1)]
+    for b in range(LOG_BUCKETS):
+        lo, hi = np.exp(np.sqrt(b)), np.exp(np.sqrt(b + 1))
+        labels.append(f"ln^2={b} [{max(lo, SMALL_MAX):.4g}, {hi:.4g})" if b < LOG_BUCKETS - 1 else f"ln^2>={b}")
+    return FieldCodebook(labels)
+
+
+def hash_strings(column: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """64-bit hashes (n,) uint64 of a string column, MISSING_HASH for nulls, plus the block's distinct
+    values (an Arrow string array) and their hashes. Only distinct values become Python strings."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    uniques = column.dictionary
+    unique_hashes = pd.util.hash_array(uniques.to_numpy(zero_copy_only=False), hash_key=HASH_KEY,
+                                       categorize=False)
+    unique_hashes[unique_hashes == MISSING_HASH] = 1          # keep 0 free for "missing"
+    indices = column.indices
+    if indices.null_count:
+        position = pc.fill_null(indices, 0).to_numpy()
+        return np.where(indices.is_null().to_numpy(zero_copy_only=False), MISSING_HASH,
+                        unique_hashes[position]), uniques, unique_hashes
+    return unique_hashes[indices.to_numpy()], uniques, unique_hashes
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading, with bad-line policy.
+
+def _find_first_bad_line(path: Path, spec: TableSpec, has_header: bool, expected_columns: int
+                         ) -> tuple[int, str] | None:
+    """Slow line-by-line check, run only after the fast reader failed: (line, problem) of the first bad line."""
+    return next(iter(_bad_lines(path, spec, has_header, expected_columns)), None)
+
+
+def _bad_lines(path: Path, spec: TableSpec, has_header: bool, expected_columns: int):
+    """Yield (1-based line, problem) for every line the fast reader would reject."""
+    names = None
+    with _open_lines(path) as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, f"bytes that are not UTF-8 ({raw[error.start:error.start + 4]!r})"
+                continue
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                continue
+            cells = next(csv.reader([text], delimiter=spec.delimiter))
+            if names is None:
+                names = cells if has_header else spec.column_names
+                if has_header:
+                    continue
+            if len(cells) != expected_columns:
+                truncated = " (truncated last line?)" if not raw.endswith(b"\n") else ""
+                yield number, f"expected {expected_columns} columns, got {len(cells)}{truncated}"
+                continue
+            row = dict(zip(names, cells))
+            problem = _label_problem(row[spec.label], spec) or next(
+                (f"column {c!r}: {row[c]!r} is not a number" for c in spec.numeric if not _is_number(row[c])), None)
+            if problem:
+                yield number, problem
+
+
+def _is_number(text: str) -> bool:
+    if text == "":
+        return True   # missing
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _label_problem(text: str, spec: TableSpec) -> str | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return f"label {text!r} is not a number"
+    if spec.label_threshold is None and value not in (0.0, 1.0, -1.0):
+        return f"label {text!r} is not 0/1 or -1/+1"
+    return None
+
+
+def _open_binary(path: Path):
+    """Arrow stream over the decompressed bytes (.gz/.bz2 detected by extension), for the fast reader."""
+    return pa.input_stream(str(path), compression="detect")
+
+
+def _open_lines(path: Path):
+    """Python binary file over the decompressed bytes, for the line-by-line checks."""
+    suffix = Path(path).suffix
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _labels_to_binary(values: np.ndarray, spec: TableSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(y float32 0/1, valid mask) from float labels with NaN for missing."""
+    if spec.label_threshold is not None:
+        valid = ~np.isnan(values)
+        return (values >= spec.label_threshold).astype(np.float32), valid
+    valid = (values == 0) | (values == 1) | (values == -1)
+    return (values == 1).astype(np.float32), valid
+
+
+@dataclass
+class Encoding:
+    """The options that change the arrays (recorded in Dataset.options and in the cache key)."""
+    categorical: str = "vocab"          # "vocab" or "hash"
+    min_count: int = 10                 # vocab: values rarer than this in the training split -> OOV id
+    hash_buckets: int = 100_000         # hash: buckets per categorical field
+    on_bad_lines: str = "error"         # "error" (BadInputError with file and line) or "skip" (counted)
+    block_size: int = 4 << 20           # bytes per pyarrow block; the reader buffers ~40 of them ahead
+
+
+class TableReader:
+    """Streams one file as blocks of (y, features) with the bad-line policy applied."""
+
+    def __init__(self, path: Path, spec: TableSpec, encoding: Encoding):
+        self.path, self.spec, self.encoding = Path(path), spec, encoding
+        self.skipped = 0
+        self.has_header = spec.column_names is None
+        self.expected_columns = None
+
+    def _open(self, source: Path):
+        skip = self.encoding.on_bad_lines == "skip"
+
+        def on_invalid_row(row) -> str:
+            if skip:
+                self.skipped += 1
+                return "skip"
+            return "error"
+
+        spec = self.spec
+        wanted = [spec.label, *spec.numeric, *spec.categorical]
+        types = {spec.label: pa.float64(), **{c: pa.float64() for c in spec.numeric},
+                 **{c: pa.string() for c in spec.categorical}}
+        read = pcsv.ReadOptions(column_names=spec.column_names, block_size=self.encoding.block_size)
+        parse = pcsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=on_invalid_row)
+        convert = pcsv.ConvertOptions(column_types=types, include_columns=wanted, null_values=[""],
+                                      strings_can_be_null=True, quoted_strings_can_be_null=True)
+        return pcsv.open_csv(_open_binary(source), read_options=read, parse_options=parse, convert_options=convert)
+
+    def _count_columns(self) -> int:
+        if self.spec.column_names is not None:
+            return len(self.spec.column_names)
+        with _open_lines(self.path) as stream:
+            first = stream.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        return len(next(csv.reader([first], delimiter=self.spec.delimiter)))
+
+    def blocks(self):
+        """Yield (y float32 (n,), RecordBatch of the feature columns) per block.
+
+        Errors from the fast reader carry no line number, so with on_bad_lines="error" a slow line scan
+        finds the first bad line; with "skip" a conversion error propagates (pa.ArrowInvalid) and the
+        caller reads a cleaned copy instead."""
+        self.expected_columns = self._count_columns()
+        try:
+            yield from self._blocks_from(self.path)
+        except pa.ArrowInvalid as error:
+            if self.encoding.on_bad_lines == "skip":
+                raise
+            found = _find_first_bad_line(self.path, self.spec, self.has_header, self.expected_columns)
+            if found:
+                raise BadInputError(self.path, *found) from None
+            raise BadInputError(self.path, None, f"could not be parsed: {error}") from None
+
+    def _blocks_from(self, source: Path):
+        try:
+            reader = self._open(source)
+        except pa.ArrowInvalid as error:
+            if "Empty CSV file" in str(error) or "empty" in str(error).lower():
+                raise BadInputError(self.path, None, "empty file: no rows") from None
+            raise
+        for batch in reader:
+            labels = batch.column(self.spec.label).to_numpy(zero_copy_only=False)
+            y, valid = _labels_to_binary(labels, self.spec)
+            if not valid.all():
+                if self.encoding.on_bad_lines == "error":
+                    raise pa.ArrowInvalid("bad label")   # located by the line scanner
+                self.skipped += int((~valid).sum())
+                batch, y = batch.filter(pa.array(valid)), y[valid]
+            yield y, batch
+
+
+def _clean_copy(path: Path, spec: TableSpec, has_header: bool, expected_columns: int, target: Path) -> int:
+    """Copy `path` without the lines the policy skips; returns how many were dropped."""
+    bad = {number for number, _ in _bad_lines(path, spec, has_header, expected_columns)}
+    with _open_lines(path) as stream, open(target, "wb") as out:
+        for number, raw in enumerate(stream, start=1):
+            if number not in bad:
+                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+    return len(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocess into a cache folder.
+
+def _encode_block(batch: pa.RecordBatch, spec: TableSpec, encoding: Encoding, labels: list[dict] | None
+                  ) -> np.ndarray:
+    """(n, F) int64 block: numeric local ids, then per categorical field either final hash-bucket local
+    ids (hash) or 64-bit value hashes viewed as int64 (vocab; mapped in a later pass)."""
+    n = batch.num_rows
+    out = np.empty((n, len(spec.numeric) + len(spec.categorical)), dtype=np.int64)
+    for f, name in enumerate(spec.numeric):
+        out[:, f] = numeric_local_ids(batch.column(name).to_numpy(zero_copy_only=False))
+    for k, name in enumerate(spec.categorical):
+        column = batch.column(name)
+        if name in spec.transforms:
+            column = TRANSFORMS[spec.transforms[name]](column)
+        hashes, uniques, unique_hashes = hash_strings(column)
+        f = len(spec.numeric) + k
+        if encoding.categorical == "hash":
+            out[:, f] = np.where(hashes == MISSING_HASH, 0,
+                                 (hashes % np.uint64(encoding.hash_buckets)).astype(np.int64) + 1)
+        else:
+            out[:, f] = hashes.view(np.int64)
+            if labels is not None:
+                labels[k].append((unique_hashes, uniques))   # names for the kept values, found later
+                if len(labels[k]) >= 16:
+                    labels[k][:] = [_distinct_names(labels[k])]   # memory ~ distinct values, not rows
+    return out
+
+
+def _count_training_values(intermediate: Path, train_mask: np.ndarray, columns: range,
+                           rows_per_block: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per categorical column: (distinct 64-bit hashes, counts) over training rows, missing excluded."""
+    found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in columns]
+    for start, block in iter_blocks(intermediate, rows_per_block):
+        rows = block[train_mask[start:start + len(block)]]
+        for k, column in enumerate(columns):
+            values = rows[:, column].view(np.uint64)
+            values = values[values != MISSING_HASH]
+            found[k].append(np.unique(values, return_counts=True))
+    merged = []
+    for parts in found:
+        values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
+        counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        distinct, inverse = np.unique(values, return_inverse=True)
+        merged.append((distinct, np.bincount(inverse, weights=counts, minlength=len(distinct)).astype(np.int64)))
+    return merged
+
+
+def _vocabulary(distinct: np.ndarray, counts: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kept hashes sorted (for searchsorted) and their local ids (2.. by descending count, ties by hash)."""
+    kept = counts >= min_count
+    hashes, kept_counts = distinct[kept], counts[kept]
+    by_frequency = np.lexsort((hashes, -kept_counts))
+    local = np.empty(len(hashes), dtype=np.int64)
+    local[by_frequency] = 2 + np.arange(len(hashes))
+    return hashes, local   # hashes already sorted: np.unique returned them sorted
+
+
+def _map_to_vocabulary(values: np.ndarray, kept: pd.Index, local: np.ndarray) -> np.ndarray:
+    """uint64 (n,) value hashes -> int64 local ids: 0 missing, 1 OOV, kept values their id.
+    `kept` is a hash index over the kept hashes (a hash lookup is ~5x faster than a binary search here)."""
+    position = kept.get_indexer(values)
+    ids = np.where(position >= 0, local[position] if len(local) else 1, 1)
+    ids[values == MISSING_HASH] = 0
+    return ids
+
+
+def _distinct_names(parts: list[tuple[np.ndarray, pa.Array]]) -> tuple[np.ndarray, pa.Array]:
+    """Merge (hashes, Arrow strings) pairs into one pair of distinct hashes, sorted, with their strings."""
+    all_hashes = np.concatenate([p[0] for p in parts])
+    distinct, first = np.unique(all_hashes, return_index=True)
+    return distinct, pa.concat_arrays([p[1] for p in parts]).take(pa.array(first))
+
+
+def _value_names(parts: list[tuple[np.ndarray, pa.Array]], hashes: np.ndarray) -> list[str]:
+    """Raw strings of `hashes`, from the (distinct hashes, strings) pairs that pass 1 kept."""
+    if not parts or not len(hashes):
+        return [f"hash {h:016x}" for h in hashes.tolist()]
+    distinct, names = _distinct_names(parts)
+    position = np.minimum(np.searchsorted(distinct, hashes), len(distinct) - 1)
+    found = distinct[position] == hashes
+    strings = names.take(pa.array(position)).to_pylist()
+    return [name if ok else f"hash {h:016x}" for name, ok, h in zip(strings, found.tolist(), hashes.tolist())]
+
+
+def source_key(paths: list[Path], spec: TableSpec, options: dict) -> str:
+    """Cache key: resolved paths, sizes, modification times, the layout and the encoding options."""
+    identity = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    blob = json.dumps({"format": CACHE_FORMAT, "files": identity, "spec": asdict(spec), "options": options},
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:20]
+
+
+def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folder: Path,
+               rows_per_block: int = 500_000) -> dict:
+    """Stream `path` into folder/X.npy (int64 (N, F) global ids), folder/y.npy, folder/meta.json."""
+    started = time.perf_counter()
+    reader = TableReader(path, spec, encoding)
+    F = len(spec.numeric) + len(spec.categorical)
+    vocab = encoding.categorical == "vocab"
+    labels = [[] for _ in spec.categorical] if vocab else None
+    numeric_fields = len(spec.numeric)
+    first_pass = folder / ("intermediate.npy" if vocab else "X.npy")
+    dropped_by_cleaning = 0
+    try:
+        _first_pass(reader, spec, encoding, labels, first_pass, folder / "y.npy")
+    except pa.ArrowInvalid:
+        # Only reached with on_bad_lines="skip" when a value conversion (not a column count) failed:
+        # copy the file without its bad lines once, then read the copy.
+        cleaned = folder / "cleaned.csv"
+        dropped_by_cleaning = _clean_copy(path, spec, reader.has_header, reader.expected_columns, cleaned)
+        reader = TableReader(cleaned, spec, encoding)
+        labels = [[] for _ in spec.categorical] if vocab else None
+        _first_pass(reader, spec, encoding, labels, first_pass, folder / "y.npy")
+        cleaned.unlink()
+    rows = read_header(folder / "y.npy")[1][0]
+    if rows == 0:
+        raise BadInputError(path, None, "no data rows")
+    field_dims = [NUMERIC_DIM] * numeric_fields
+    codebooks = [numeric_codebook() for _ in spec.numeric]
+    if vocab:
+        train_mask = np.zeros(rows, dtype=bool)
+        train_mask[make_splits(rows, seed)["train"]] = True
+        counted = _count_training_values(first_pass, train_mask, range(numeric_fields, F), rows_per_block)
+        vocabularies = [_vocabulary(d, c, encoding.min_count) for d, c in counted]
+        field_dims += [2 + len(h) for h, _ in vocabularies]
+        offsets = np.concatenate([[0], np.cumsum(field_dims[:-1])]).astype(np.int64)
+        lookups = [pd.Index(hashes) for hashes, _ in vocabularies]
+        with NpyAppender(folder / "X.npy", np.int64, (F,)) as x_out:
+            for _, block in iter_blocks(first_pass, rows_per_block):
+                for k, (_, local) in enumerate(vocabularies):
+                    f = numeric_fields + k
+                    block[:, f] = _map_to_vocabulary(np.ascontiguousarray(block[:, f]).view(np.uint64),
+                                                     lookups[k], local)
+                x_out.append(block + offsets)
+        first_pass.unlink()
+        for k, (hashes, local) in enumerate(vocabularies):
+            names = ["<missing>", "<oov>"] + [""] * len(hashes)
+            for name, i in zip(_value_names(labels[k], hashes), local.tolist()):
+                names[i] = name
+            codebooks.append(FieldCodebook(names))
+    else:
+        field_dims += [1 + encoding.hash_buckets] * len(spec.categorical)
+        codebooks += [FieldCodebook(["<missing>"], "hash bucket ") for _ in spec.categorical]
+    meta = {"rows": rows, "field_names": [*spec.numeric, *spec.categorical], "field_dims": field_dims,
+            "codebooks": [c.to_json() for c in codebooks],
+            "stats": {"skipped_lines": reader.skipped + dropped_by_cleaning,
+                      "preprocess_seconds": round(time.perf_counter() - started, 3)}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
+def _field_offsets(spec: TableSpec, encoding: Encoding) -> np.ndarray:
+    """Global id offsets in hash mode, where every field's size is known before reading."""
+    dims = [NUMERIC_DIM] * len(spec.numeric) + [1 + encoding.hash_buckets] * len(spec.categorical)
+    return np.concatenate([[0], np.cumsum(dims[:-1])]).astype(np.int64)
+
+
+def _first_pass(reader: TableReader, spec: TableSpec, encoding: Encoding, labels, x_path: Path, y_path: Path):
+    """Stream the file once: final ids (hash) or value hashes (vocab) to x_path, labels to y_path."""
+    vocab = encoding.categorical == "vocab"
+    offsets = None if vocab else _field_offsets(spec, encoding)
+    with NpyAppender(x_path, np.int64, (len(spec.numeric) + len(spec.categorical),)) as x_out, \
+            NpyAppender(y_path, np.float32) as y_out:
+        for y, batch in reader.blocks():
+            block = _encode_block(batch, spec, encoding, labels)
+            x_out.append(block if vocab else block + offsets)
+            y_out.append(y)
+
+
+def load_table(path: Path, spec: TableSpec, seed: int, encoding: Encoding, cache_dir=None, use_cache: bool = True,
+               extra_options: dict | None = None) -> Dataset:
+    """Preprocess (or reuse the cached preprocessing of) one delimited file into a Dataset."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing_files_error(spec.name, path.parent, [path.name])
+    if encoding.on_bad_lines not in ("error", "skip"):
+        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {encoding.on_bad_lines!r}")
+    if encoding.categorical not in ("vocab", "hash"):
+        raise ValueError(f"categorical must be 'vocab' or 'hash', got {encoding.categorical!r}")
+    options = {"file": str(path), "seed": seed, **asdict(encoding), **(extra_options or {})}
+    keyed = dict(options, seed=seed if encoding.categorical == "vocab" else None)   # hash ids ignore the split
+    keyed.pop("block_size")
+    folder = resolve_cache_dir(cache_dir) / f"{spec.name}-{source_key([path], spec, keyed)}"
+    hit = use_cache and (folder / "meta.json").is_file()
+    if not hit:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        building = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        try:
+            preprocess(path, spec, encoding, seed, building)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(building, folder)       # atomic: readers see all files or none
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    meta = json.loads((folder / "meta.json").read_text())
+    X = np.load(folder / "X.npy", mmap_mode="c")   # copy-on-write map: never changes the cache
+    y = np.load(folder / "y.npy")
+    stats = dict(meta["stats"], cache_hit=hit, cache_folder=str(folder))
+    return Dataset(name=spec.name, X=X, y=y, field_names=meta["field_names"], field_dims=meta["field_dims"],
+                   splits=make_splits(len(y), seed), options=options,
+                   codebooks=[FieldCodebook.from_json(c) for c in meta["codebooks"]], stats=stats)
+
+
+def first_line(path: Path) -> str:
+    with _open_lines(path) as stream:
+        return stream.readline().decode("utf-8", errors="replace")
+
+
+__all__ = ["TableSpec", "Encoding", "load_table", "criteo_spec", "avazu_spec", "movielens_spec", "first_line",
+           "numeric_local_ids", "hash_strings"]
