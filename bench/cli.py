@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ import torch
 from ctrbench.datasets import list_datasets
 from ctrbench.models import list_interactions, list_models, model_entry
 
+from .distributed import Distributed, launched_by_torchrun, report_failure
+from . import gate
 from .leaderboard import write_leaderboard
 from .protocol import run_grid
 from .train import TrainConfig
@@ -82,6 +85,9 @@ def add_run_parser(commands) -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                        help="under torchrun: limit on the rendezvous and on every collective, so a hung rank "
+                             "ends the job (default $CTRBENCH_DIST_TIMEOUT or 600)")
     parser.set_defaults(handler=command_run)
 
 
@@ -95,11 +101,24 @@ def command_run(args) -> int:
     config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience,
                          plateau_lr_factor=args.plateau_lr_factor)
-    run_grid(args.dataset, args.models, interactions, args.seeds, args.results_dir, hparams=hparams,
-             dataset_options=dict(args.data_option), config=config, device=args.device,
-             data_dir=args.data_dir, progress=not args.quiet)
-    path = write_leaderboard(args.results_dir)
-    print(f"leaderboard: {path}")
+    # Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) every rank trains each run with DDP and
+    # only rank 0 prints, writes records and the leaderboard; see ctrbench.distributed.
+    cluster = Distributed.start(args.device, args.dist_timeout) if launched_by_torchrun() else None
+    writer = cluster is None or cluster.is_writer
+    try:
+        run_grid(args.dataset, args.models, interactions, args.seeds, args.results_dir, hparams=hparams,
+                 dataset_options=dict(args.data_option), config=config, device=args.device,
+                 data_dir=args.data_dir, progress=not args.quiet and writer,
+                 log=print if writer else (lambda message: None), distributed=cluster)
+    except BaseException as error:
+        if cluster:
+            report_failure(cluster, error)
+        raise
+    if writer:
+        path = write_leaderboard(args.results_dir)
+        print(f"leaderboard: {path}")
+    if cluster:
+        cluster.close()
     return 0
 
 
@@ -128,11 +147,41 @@ def command_list(args) -> int:
     return 0
 
 
+def add_gate_baseline_parser(commands) -> None:
+    parser = commands.add_parser(
+        "gate-baseline", help="measure the regression gate's cells on unchanged code and write its baseline",
+        description="Runs the gate's benchmark cells RUNS times (each in a fresh pytest process), takes the "
+                    "median time ratio per cell, reports the run-to-run spread, and writes the baseline that "
+                    "`pytest bench/ --benchmark-only --ctrbench-gate` checks against. Needs the source checkout.")
+    parser.add_argument("--runs", type=int, default=5, help="runs of unchanged code (default 5)")
+    parser.add_argument("--tolerance", type=float, default=gate.DEFAULT_TOLERANCE,
+                        help=f"allowed growth of a time ratio, as a fraction (default {gate.DEFAULT_TOLERANCE}); "
+                             "must stay above the measured spread and below 1.0 so a 2x slowdown trips")
+    parser.add_argument("--output", type=Path, default=gate.BASELINE)
+    parser.set_defaults(handler=command_gate_baseline)
+
+
+def command_gate_baseline(args) -> int:
+    if args.runs < 1:
+        raise ValueError("--runs must be >= 1")
+    if not 0 < args.tolerance < 1:
+        raise ValueError(f"--tolerance must be in (0, 1) so that a 2x slowdown trips the gate, got {args.tolerance}")
+    with tempfile.TemporaryDirectory() as workdir:
+        runs = gate.measure_runs(args.runs, Path(workdir))
+    baseline = gate.baseline_from_runs(runs, args.tolerance)
+    print(f"measured spread of time ratios over {args.runs} runs: {baseline['measured_spread']:.1%} "
+          f"(tolerance {args.tolerance:.0%})")
+    if baseline["measured_spread"] >= args.tolerance:
+        print("warning: the spread reaches the tolerance; unchanged code could fail the gate", file=sys.stderr)
+    print(f"baseline: {gate.save_baseline(baseline, args.output)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR feature-interaction models "
                                      "and their pairwise-product implementations.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_run_parser, add_leaderboard_parser, add_list_parser):
+    for add in (add_run_parser, add_leaderboard_parser, add_list_parser, add_gate_baseline_parser):
         add(commands)
     return parser
 

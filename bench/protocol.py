@@ -31,6 +31,7 @@ class RunSpec:
     dataset_options: dict = field(default_factory=dict)
     config: TrainConfig = field(default_factory=TrainConfig)
     device: str = "cpu"
+    world_size: int = 1                 # data-parallel processes (torchrun); > 1 is a different run
 
     def full_hparams(self) -> dict:
         defaults = {name: default for name, (default, _) in model_entry(self.model).hparams.items()}
@@ -40,7 +41,8 @@ class RunSpec:
         """What makes two runs the same run (and so what a restarted grid may skip)."""
         return {"dataset": self.dataset, "dataset_options": self.dataset_options, "model": self.model,
                 "interaction": self.interaction, "hparams": self.full_hparams(), "seed": self.seed,
-                "config": self.config.as_dict(), "device": self.device}
+                "config": self.config.as_dict(), "device": self.device,
+                **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
     def key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -127,11 +129,12 @@ def expand_grid(models: list[str], interactions: list[str] | str) -> list[tuple[
 def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int], results_dir: Path,
              hparams: dict | None = None, dataset_options: dict | None = None,
              config: TrainConfig | None = None, device: str = "cpu", data_dir=None,
-             progress: bool = False, log=print) -> list[dict]:
+             progress: bool = False, log=print, distributed=None) -> list[dict]:
     """Run every (model, interaction, seed) not already stored; return all the grid's records.
 
     Each record is written the moment its run ends, so a killed grid loses at most the run in flight
-    and a restart skips what is done.
+    and a restart skips what is done. `distributed` (a `ctrbench.distributed.Distributed`, under
+    torchrun) trains every run on all ranks; rank 0 decides what is pending and alone writes records.
     """
     config = config or TrainConfig()
     hparams = hparams or {}
@@ -147,7 +150,8 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     done = 0
     for seed in seeds:
         specs = [RunSpec(dataset_name, m, i, seed, {k: v for k, v in hparams.items() if k in model_entry(m).hparams},
-                         dataset_options, config, device) for m, i in cells]
+                         dataset_options, config, device, distributed.world_size if distributed else 1)
+                 for m, i in cells]
         pending = []
         for spec in specs:
             path = spec.record_path(results_dir)
@@ -159,12 +163,16 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                 if path.exists():
                     log(f"warning: {error}; running it again")
                 pending.append(spec)
+        if distributed:
+            pending = distributed.agree(specs, pending)
         if not pending:
             continue
-        dataset = load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options)
+        dataset = (distributed.load_in_turn(load, dataset_name, data_dir=data_dir, seed=seed, **dataset_options)
+                   if distributed else load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options))
         for spec in pending:
-            record = run_one(spec, dataset, progress)
-            write_record(spec.record_path(results_dir), record)
+            record = run_one(spec, dataset, progress, **(distributed.run_options() if distributed else {}))
+            if distributed is None or distributed.rank == 0:
+                write_record(spec.record_path(results_dir), record)
             records.append(record)
             done += 1
             log(f"[{done}/{total}] {spec.model}/{spec.interaction} seed {seed}: test AUC "

@@ -45,20 +45,35 @@ class TrainConfig:
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
                 batch_size: int, generator: torch.Generator, progress: bool = False,
                 rank: int = 0, world_size: int = 1) -> float:
-    """One pass over (X, y) in shuffled batches; returns the mean training loss."""
+    """One pass over (X, y) in shuffled batches; returns the mean training loss.
+
+    With world_size > 1 (a DistributedDataParallel `model`, every rank holding all of X and the same
+    `generator` state), `batch_size` is the global batch: each rank takes its share of every batch
+    and scales its summed loss by world_size / (rows of the whole batch), so DDP's gradient average
+    over ranks is the single-process mean gradient of that batch. The returned loss is the global mean.
+    """
     model.train()
-    loss_fn = nn.BCEWithLogitsLoss()
+    distributed = world_size > 1
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum" if distributed else "mean")
     total, count = torch.zeros((), device=X.device), 0
-    steps = math.ceil(X.shape[0] / batch_size / world_size)
-    for xb, yb in tqdm(batches(X, y, batch_size, shuffle=True, generator=generator, rank=rank,
-                               world_size=world_size),
-                       total=steps, desc="batches", leave=False, disable=not progress):
+    steps = math.ceil(X.shape[0] / batch_size)
+    for step, (xb, yb) in enumerate(tqdm(batches(X, y, batch_size, shuffle=True, generator=generator, rank=rank,
+                                                 world_size=world_size, shard="rows"),
+                                         total=steps, desc="batches", leave=False, disable=not progress)):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
-        loss.backward()
+        if distributed:
+            (loss * (world_size / min(batch_size, X.shape[0] - step * batch_size))).backward()
+            total += loss.detach()
+        else:
+            loss.backward()
+            total += loss.detach() * len(yb)
         optimizer.step()
-        total += loss.detach() * len(yb)
         count += len(yb)
+    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        sums = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=X.device)])
+        torch.distributed.all_reduce(sums)
+        total, count = sums[0], int(sums[1])
     return float(total) / max(count, 1)
 
 

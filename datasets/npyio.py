@@ -71,4 +71,17 @@ def iter_blocks(path: Path, rows_per_block: int) -> Iterator[tuple[int, np.ndarr
             yield start, block.reshape((n, *shape[1:]))
 
 
-__all__ = ["NpyAppender", "iter_blocks", "read_header"]
+def iter_sized_blocks(path: Path, sizes) -> Iterator[np.ndarray]:
+    """Yield consecutive blocks of an .npy file of the given row counts (e.g. as they were appended)."""
+    dtype, shape, offset = read_header(path)
+    row_items = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    with open(path, "rb") as file:
+        file.seek(offset)
+        for n in sizes:
+            block = np.fromfile(file, dtype=dtype, count=int(n) * row_items)
+            if len(block) != int(n) * row_items:
+                raise ValueError(f"{path} ends before the blocks it was written with")
+            yield block.reshape((int(n), *shape[1:]))
+
+
+__all__ = ["NpyAppender", "iter_blocks", "iter_sized_blocks", "read_header"]

@@ -7,8 +7,11 @@ Per field, local ids are laid out as:
   categorical  vocab: 0 missing, 1 out-of-vocabulary (rarer than min_count in the training split,
                or unseen), 2.. kept values, most frequent first.
                hash:  0 missing, 1..hash_buckets = hash of the value (no OOV needed).
-Preprocessing is one streaming pass (hash) or three (vocab: hash values to 64 bits, count them on
-the training rows, map), each holding one block of rows in memory at a time.
+Preprocessing is one streaming pass (hash) or, for vocab, one streaming pass over the file that writes
+per block each categorical value's index into the block's distinct values (int32), the 64-bit hashes of
+those distinct values and their strings, then two cheap passes over that: count the training rows'
+values (np.bincount per block, merged by hash), and map every block's distinct values to ids through a
+lookup table. Each pass holds one block of rows in memory at a time.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from .core import (BadInputError, Dataset, FieldCodebook, make_splits, missing_files_error, resolve_cache_dir)
-from .npyio import NpyAppender, iter_blocks, read_header
+from .npyio import NpyAppender, iter_sized_blocks, read_header
 
 CACHE_FORMAT = 1
 SMALL_MIN, SMALL_MAX = -8, 2
@@ -117,21 +120,32 @@ def numeric_codebook() -> FieldCodebook:
     return FieldCodebook(labels)
 
 
-def hash_strings(column: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """64-bit hashes (n,) uint64 of a string column, MISSING_HASH for nulls, plus the block's distinct
-    values (an Arrow string array) and their hashes. Only distinct values become Python strings."""
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    uniques = column.dictionary
+def _hash_values(uniques: pa.Array) -> np.ndarray:
+    """64-bit hashes (uint64) of distinct string values; never MISSING_HASH."""
     unique_hashes = pd.util.hash_array(uniques.to_numpy(zero_copy_only=False), hash_key=HASH_KEY,
                                        categorize=False)
     unique_hashes[unique_hashes == MISSING_HASH] = 1          # keep 0 free for "missing"
+    return unique_hashes
+
+
+def _dictionary_positions(column: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """(positions (n,) into the block's distinct values, -1 for nulls; the distinct values (an Arrow
+    string array); their 64-bit hashes). Only distinct values become Python strings."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    uniques = column.dictionary
     indices = column.indices
     if indices.null_count:
-        position = pc.fill_null(indices, 0).to_numpy()
-        return np.where(indices.is_null().to_numpy(zero_copy_only=False), MISSING_HASH,
-                        unique_hashes[position]), uniques, unique_hashes
-    return unique_hashes[indices.to_numpy()], uniques, unique_hashes
+        indices = pc.fill_null(indices, -1)
+    return indices.to_numpy(), uniques, _hash_values(uniques)
+
+
+def hash_strings(column: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """64-bit hashes (n,) uint64 of a string column, MISSING_HASH for nulls, plus the block's distinct
+    values (an Arrow string array) and their hashes. Only distinct values become Python strings."""
+    positions, uniques, unique_hashes = _dictionary_positions(column)
+    table = np.append(unique_hashes, MISSING_HASH)            # position -1 -> the last entry
+    return table[positions], uniques, unique_hashes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,49 +323,102 @@ def _clean_copy(path: Path, spec: TableSpec, has_header: bool, expected_columns:
 # ---------------------------------------------------------------------------------------------
 # Preprocess into a cache folder.
 
-def _encode_block(batch: pa.RecordBatch, spec: TableSpec, encoding: Encoding, labels: list[dict] | None
-                  ) -> np.ndarray:
-    """(n, F) int64 block: numeric local ids, then per categorical field either final hash-bucket local
-    ids (hash) or 64-bit value hashes viewed as int64 (vocab; mapped in a later pass)."""
+def _categorical_column(batch: pa.RecordBatch, spec: TableSpec, name: str) -> pa.Array:
+    column = batch.column(name)
+    if name in spec.transforms:
+        column = TRANSFORMS[spec.transforms[name]](column)
+    return column
+
+
+def _encode_block(batch: pa.RecordBatch, spec: TableSpec, encoding: Encoding, offsets: np.ndarray) -> np.ndarray:
+    """Hash mode: (n, F) int64 block of final global ids (numeric buckets, then hash buckets)."""
     n = batch.num_rows
-    out = np.empty((n, len(spec.numeric) + len(spec.categorical)), dtype=np.int64)
+    numeric_fields = len(spec.numeric)
+    out = np.empty((n, numeric_fields + len(spec.categorical)), dtype=np.int64)
     for f, name in enumerate(spec.numeric):
-        out[:, f] = numeric_local_ids(batch.column(name).to_numpy(zero_copy_only=False))
+        out[:, f] = numeric_local_ids(batch.column(name).to_numpy(zero_copy_only=False)) + offsets[f]
+    buckets = np.uint64(encoding.hash_buckets)
     for k, name in enumerate(spec.categorical):
-        column = batch.column(name)
-        if name in spec.transforms:
-            column = TRANSFORMS[spec.transforms[name]](column)
-        hashes, uniques, unique_hashes = hash_strings(column)
-        f = len(spec.numeric) + k
-        if encoding.categorical == "hash":
-            out[:, f] = np.where(hashes == MISSING_HASH, 0,
-                                 (hashes % np.uint64(encoding.hash_buckets)).astype(np.int64) + 1)
-        else:
-            out[:, f] = hashes.view(np.int64)
-            if labels is not None:
-                labels[k].append((unique_hashes, uniques))   # names for the kept values, found later
-                if len(labels[k]) >= 16:
-                    labels[k][:] = [_distinct_names(labels[k])]   # memory ~ distinct values, not rows
+        positions, _, unique_hashes = _dictionary_positions(_categorical_column(batch, spec, name))
+        f = numeric_fields + k
+        table = np.empty(len(unique_hashes) + 1, dtype=np.int64)   # position -1 -> the last entry (missing)
+        table[:-1] = (unique_hashes % buckets).astype(np.int64) + (1 + offsets[f])
+        table[-1] = offsets[f]
+        out[:, f] = table[positions]
     return out
 
 
-def _count_training_values(intermediate: Path, train_mask: np.ndarray, columns: range,
-                           rows_per_block: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per categorical column: (distinct 64-bit hashes, counts) over training rows, missing excluded."""
-    found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in columns]
-    for start, block in iter_blocks(intermediate, rows_per_block):
-        rows = block[train_mask[start:start + len(block)]]
-        for k, column in enumerate(columns):
-            values = rows[:, column].view(np.uint64)
-            values = values[values != MISSING_HASH]
-            found[k].append(np.unique(values, return_counts=True))
-    merged = []
-    for parts in found:
-        values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
-        counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+@dataclass
+class _BlockLog:
+    """What the vocab first pass wrote per block, so later passes can read the same blocks back."""
+    rows: list[int] = field(default_factory=list)
+    distinct: list[np.ndarray] = field(default_factory=list)    # per block: distinct values per column
+
+
+def _encode_block_codes(batch: pa.RecordBatch, spec: TableSpec) -> tuple[np.ndarray, list[np.ndarray],
+                                                                          list[pa.Array]]:
+    """Vocab mode, pass 1: (n, F) int32 block of numeric local ids, then per categorical field 0 for
+    missing or 1 + the value's position in the block's distinct values; plus per categorical field the
+    distinct values' 64-bit hashes and strings."""
+    n = batch.num_rows
+    numeric_fields = len(spec.numeric)
+    out = np.empty((n, numeric_fields + len(spec.categorical)), dtype=np.int32)
+    for f, name in enumerate(spec.numeric):
+        out[:, f] = numeric_local_ids(batch.column(name).to_numpy(zero_copy_only=False))
+    hashes, strings = [], []
+    for k, name in enumerate(spec.categorical):
+        positions, uniques, unique_hashes = _dictionary_positions(_categorical_column(batch, spec, name))
+        np.add(positions, 1, out=out[:, numeric_fields + k], casting="unsafe")
+        hashes.append(unique_hashes)
+        strings.append(uniques if uniques.type == pa.string() else uniques.cast(pa.string()))
+    return out, hashes, strings
+
+
+class _HashCounter:
+    """Sums (64-bit hash, count) pairs; merges when the pending pairs outgrow the merged ones, so memory
+    stays proportional to the distinct values, not to the rows."""
+
+    def __init__(self):
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pending = self.merged = 0
+
+    def add(self, hashes: np.ndarray, counts: np.ndarray) -> None:
+        self.parts.append((hashes, counts))
+        self.pending += len(hashes)
+        if self.pending > max(1 << 20, 2 * self.merged):
+            self._merge()
+
+    def _merge(self) -> None:
+        values = np.concatenate([p[0] for p in self.parts]) if self.parts else np.zeros(0, np.uint64)
+        counts = np.concatenate([p[1] for p in self.parts]) if self.parts else np.zeros(0, np.int64)
         distinct, inverse = np.unique(values, return_inverse=True)
-        merged.append((distinct, np.bincount(inverse, weights=counts, minlength=len(distinct)).astype(np.int64)))
-    return merged
+        summed = np.bincount(inverse, weights=counts, minlength=len(distinct)).astype(np.int64)
+        self.parts = [(distinct, summed)]
+        self.pending = self.merged = len(distinct)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct hashes sorted, counts)."""
+        self._merge()
+        return self.parts[0]
+
+
+def _count_training_values(codes: Path, hashes: Path, log: _BlockLog, train_mask: np.ndarray,
+                           numeric_fields: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per categorical column: (distinct 64-bit hashes, counts) over training rows, missing excluded."""
+    columns = len(log.distinct[0]) if log.distinct else 0
+    counters = [_HashCounter() for _ in range(columns)]
+    start = 0
+    for block, block_hashes, distinct in zip(iter_sized_blocks(codes, log.rows),
+                                             iter_sized_blocks(hashes, [d.sum() for d in log.distinct]),
+                                             log.distinct):
+        rows = block[train_mask[start:start + len(block)], numeric_fields:].T   # (columns, training rows)
+        start += len(block)
+        bounds = np.concatenate([[0], np.cumsum(distinct)])
+        for k in range(columns):
+            counts = np.bincount(rows[k], minlength=int(distinct[k]) + 1)[1:]
+            seen = np.flatnonzero(counts)
+            counters[k].add(block_hashes[bounds[k]:bounds[k + 1]][seen], counts[seen])
+    return [c.result() for c in counters]
 
 
 def _vocabulary(distinct: np.ndarray, counts: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -364,31 +431,52 @@ def _vocabulary(distinct: np.ndarray, counts: np.ndarray, min_count: int) -> tup
     return hashes, local   # hashes already sorted: np.unique returned them sorted
 
 
-def _map_to_vocabulary(values: np.ndarray, kept: pd.Index, local: np.ndarray) -> np.ndarray:
-    """uint64 (n,) value hashes -> int64 local ids: 0 missing, 1 OOV, kept values their id.
-    `kept` is a hash index over the kept hashes (a hash lookup is ~5x faster than a binary search here)."""
-    position = kept.get_indexer(values)
-    ids = np.where(position >= 0, local[position] if len(local) else 1, 1)
-    ids[values == MISSING_HASH] = 0
-    return ids
-
-
-def _distinct_names(parts: list[tuple[np.ndarray, pa.Array]]) -> tuple[np.ndarray, pa.Array]:
-    """Merge (hashes, Arrow strings) pairs into one pair of distinct hashes, sorted, with their strings."""
-    all_hashes = np.concatenate([p[0] for p in parts])
-    distinct, first = np.unique(all_hashes, return_index=True)
-    return distinct, pa.concat_arrays([p[1] for p in parts]).take(pa.array(first))
-
-
-def _value_names(parts: list[tuple[np.ndarray, pa.Array]], hashes: np.ndarray) -> list[str]:
-    """Raw strings of `hashes`, from the (distinct hashes, strings) pairs that pass 1 kept."""
-    if not parts or not len(hashes):
-        return [f"hash {h:016x}" for h in hashes.tolist()]
-    distinct, names = _distinct_names(parts)
-    position = np.minimum(np.searchsorted(distinct, hashes), len(distinct) - 1)
-    found = distinct[position] == hashes
-    strings = names.take(pa.array(position)).to_pylist()
-    return [name if ok else f"hash {h:016x}" for name, ok, h in zip(strings, found.tolist(), hashes.tolist())]
+def _map_blocks(codes: Path, hashes: Path, strings: Path, log: _BlockLog, vocabularies, offsets: np.ndarray,
+                numeric_fields: int, x_path: Path) -> list[list[str]]:
+    """Write x_path (int64 global ids) from the pass-1 codes; return per categorical field the names of
+    its local ids (0 missing, 1 OOV, then the kept values' raw strings, first occurrence in the file)."""
+    named = [np.zeros(len(h), dtype=bool) for h, _ in vocabularies]
+    found_names: list[list[tuple[np.ndarray, pa.Array]]] = [[] for _ in vocabularies]
+    F = numeric_fields + len(vocabularies)
+    with NpyAppender(x_path, np.int64, (F,)) as x_out, pa.memory_map(str(strings)) as source:
+        names_reader = pa.ipc.open_stream(source)
+        for block, block_hashes, distinct in zip(iter_sized_blocks(codes, log.rows),
+                                                 iter_sized_blocks(hashes, [d.sum() for d in log.distinct]),
+                                                 log.distinct):
+            block_strings = names_reader.read_next_batch().column(0)
+            out = np.empty(block.shape, dtype=np.int64)
+            np.add(block[:, :numeric_fields], offsets[:numeric_fields], out=out[:, :numeric_fields])
+            bounds = np.concatenate([[0], np.cumsum(distinct)])
+            for k, (kept, local) in enumerate(vocabularies):
+                f = numeric_fields + k
+                values = block_hashes[bounds[k]:bounds[k + 1]]
+                table = np.empty(len(values) + 1, dtype=np.int64)
+                table[0] = offsets[f]                                  # missing
+                if len(kept):
+                    position = np.minimum(np.searchsorted(kept, values), len(kept) - 1)
+                    found = kept[position] == values
+                    table[1:] = np.where(found, local[position], 1) + offsets[f]
+                    new = np.flatnonzero(found & ~named[k][position])
+                    if len(new):
+                        first = np.unique(position[new], return_index=True)[1]   # earliest of equal hashes
+                        new = new[first]
+                        named[k][position[new]] = True
+                        found_names[k].append((local[position[new]],
+                                               block_strings.slice(int(bounds[k]), int(distinct[k])).take(new)))
+                else:
+                    table[1:] = 1 + offsets[f]
+                out[:, f] = table[block[:, f]]
+            x_out.append(out)
+    names = []
+    for (kept, local), parts in zip(vocabularies, found_names):
+        field_names = ["<missing>", "<oov>"] + [""] * len(kept)
+        for i, h in zip(local.tolist(), kept.tolist()):
+            field_names[i] = f"hash {h:016x}"          # only if the value's string was never seen
+        for ids, values in parts:
+            for i, name in zip(ids.tolist(), values.to_pylist()):
+                field_names[i] = name
+        names.append(field_names)
+    return names
 
 
 def source_key(paths: list[Path], spec: TableSpec, options: dict) -> str:
@@ -401,25 +489,24 @@ def source_key(paths: list[Path], spec: TableSpec, options: dict) -> str:
 
 def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folder: Path,
                rows_per_block: int = 500_000) -> dict:
-    """Stream `path` into folder/X.npy (int64 (N, F) global ids), folder/y.npy, folder/meta.json."""
+    """Stream `path` into folder/X.npy (int64 (N, F) global ids), folder/y.npy, folder/meta.json.
+    (`rows_per_block` is kept for callers; blocks follow the reader's `encoding.block_size`.)"""
     started = time.perf_counter()
     reader = TableReader(path, spec, encoding)
     F = len(spec.numeric) + len(spec.categorical)
     vocab = encoding.categorical == "vocab"
-    labels = [[] for _ in spec.categorical] if vocab else None
     numeric_fields = len(spec.numeric)
-    first_pass = folder / ("intermediate.npy" if vocab else "X.npy")
+    work = {"codes": folder / "codes.npy", "hashes": folder / "hashes.npy", "strings": folder / "strings.arrow"}
     dropped_by_cleaning = 0
     try:
-        _first_pass(reader, spec, encoding, labels, first_pass, folder / "y.npy")
+        log = _first_pass(reader, spec, encoding, folder / "X.npy", folder / "y.npy", work)
     except pa.ArrowInvalid:
         # Only reached with on_bad_lines="skip" when a value conversion (not a column count) failed:
         # copy the file without its bad lines once, then read the copy.
         cleaned = folder / "cleaned.csv"
         dropped_by_cleaning = _clean_copy(path, spec, reader.has_header, reader.expected_columns, cleaned)
         reader = TableReader(cleaned, spec, encoding)
-        labels = [[] for _ in spec.categorical] if vocab else None
-        _first_pass(reader, spec, encoding, labels, first_pass, folder / "y.npy")
+        log = _first_pass(reader, spec, encoding, folder / "X.npy", folder / "y.npy", work)
         cleaned.unlink()
     rows = read_header(folder / "y.npy")[1][0]
     if rows == 0:
@@ -429,24 +516,17 @@ def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folde
     if vocab:
         train_mask = np.zeros(rows, dtype=bool)
         train_mask[make_splits(rows, seed)["train"]] = True
-        counted = _count_training_values(first_pass, train_mask, range(numeric_fields, F), rows_per_block)
+        counted = _count_training_values(work["codes"], work["hashes"], log, train_mask, numeric_fields)
+        del train_mask
         vocabularies = [_vocabulary(d, c, encoding.min_count) for d, c in counted]
+        del counted
         field_dims += [2 + len(h) for h, _ in vocabularies]
         offsets = np.concatenate([[0], np.cumsum(field_dims[:-1])]).astype(np.int64)
-        lookups = [pd.Index(hashes) for hashes, _ in vocabularies]
-        with NpyAppender(folder / "X.npy", np.int64, (F,)) as x_out:
-            for _, block in iter_blocks(first_pass, rows_per_block):
-                for k, (_, local) in enumerate(vocabularies):
-                    f = numeric_fields + k
-                    block[:, f] = _map_to_vocabulary(np.ascontiguousarray(block[:, f]).view(np.uint64),
-                                                     lookups[k], local)
-                x_out.append(block + offsets)
-        first_pass.unlink()
-        for k, (hashes, local) in enumerate(vocabularies):
-            names = ["<missing>", "<oov>"] + [""] * len(hashes)
-            for name, i in zip(_value_names(labels[k], hashes), local.tolist()):
-                names[i] = name
-            codebooks.append(FieldCodebook(names))
+        names = _map_blocks(work["codes"], work["hashes"], work["strings"], log, vocabularies, offsets,
+                            numeric_fields, folder / "X.npy")
+        for file in work.values():
+            file.unlink()
+        codebooks += [FieldCodebook(field_names) for field_names in names]
     else:
         field_dims += [1 + encoding.hash_buckets] * len(spec.categorical)
         codebooks += [FieldCodebook(["<missing>"], "hash bucket ") for _ in spec.categorical]
@@ -464,16 +544,33 @@ def _field_offsets(spec: TableSpec, encoding: Encoding) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(dims[:-1])]).astype(np.int64)
 
 
-def _first_pass(reader: TableReader, spec: TableSpec, encoding: Encoding, labels, x_path: Path, y_path: Path):
-    """Stream the file once: final ids (hash) or value hashes (vocab) to x_path, labels to y_path."""
-    vocab = encoding.categorical == "vocab"
-    offsets = None if vocab else _field_offsets(spec, encoding)
-    with NpyAppender(x_path, np.int64, (len(spec.numeric) + len(spec.categorical),)) as x_out, \
-            NpyAppender(y_path, np.float32) as y_out:
+def _first_pass(reader: TableReader, spec: TableSpec, encoding: Encoding, x_path: Path, y_path: Path,
+                work: dict[str, Path]) -> _BlockLog | None:
+    """Stream the file once: labels to y_path, and final ids to x_path (hash) or, for vocab, block codes,
+    distinct-value hashes and strings to the `work` files (returns the log of blocks written)."""
+    F = len(spec.numeric) + len(spec.categorical)
+    if encoding.categorical != "vocab":
+        offsets = _field_offsets(spec, encoding)
+        with NpyAppender(x_path, np.int64, (F,)) as x_out, NpyAppender(y_path, np.float32) as y_out:
+            for y, batch in reader.blocks():
+                x_out.append(_encode_block(batch, spec, encoding, offsets))
+                y_out.append(y)
+        return None
+    log = _BlockLog()
+    schema = pa.schema([("value", pa.string())])
+    with NpyAppender(work["codes"], np.int32, (F,)) as codes_out, NpyAppender(y_path, np.float32) as y_out, \
+            NpyAppender(work["hashes"], np.uint64) as hashes_out, \
+            pa.OSFile(str(work["strings"]), "wb") as sink, pa.ipc.new_stream(sink, schema) as strings_out:
         for y, batch in reader.blocks():
-            block = _encode_block(batch, spec, encoding, labels)
-            x_out.append(block if vocab else block + offsets)
+            codes, hashes, strings = _encode_block_codes(batch, spec)
+            codes_out.append(codes)
             y_out.append(y)
+            hashes_out.append(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
+            strings_out.write_batch(pa.record_batch(
+                [pa.concat_arrays(strings) if strings else pa.array([], pa.string())], schema=schema))
+            log.rows.append(len(codes))
+            log.distinct.append(np.array([len(h) for h in hashes], dtype=np.int64))
+    return log
 
 
 def load_table(path: Path, spec: TableSpec, seed: int, encoding: Encoding, cache_dir=None, use_cache: bool = True,

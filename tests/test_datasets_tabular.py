@@ -109,6 +109,31 @@ def test_criteo_hash_mode(tmp_path):
     assert np.array_equal(ds.X, again.X)    # hash ids do not depend on the split
 
 
+@pytest.mark.parametrize("categorical", ["vocab", "hash"])
+def test_criteo_arrays_do_not_depend_on_the_block_size(tmp_path, categorical):
+    """block_size is left out of the cache key, so many small blocks must give the arrays one block gives
+    (vocab: block-local codes, counts merged across blocks, names from the first block holding a value)."""
+    rng = np.random.default_rng(3)
+    rows = criteo_rows(3000)
+    for row in rows:   # a wide column, so values recur across blocks with different block-local codes
+        row[14 + 2] = "" if rng.random() < 0.05 else f"v{int(rng.zipf(1.5)) % 400}"
+    write_criteo(tmp_path, rows)
+    options = dict(data_dir=tmp_path, categorical=categorical, min_count=3, hash_buckets=97, use_cache=False)
+    one = load("criteo", **options)
+    many = load("criteo", block_size=1 << 12, **options)
+    assert np.array_equal(one.X, many.X) and np.array_equal(one.y, many.y)
+    assert one.field_dims == many.field_dims
+    assert [c.labels for c in one.codebooks] == [c.labels for c in many.codebooks]
+    if categorical == "vocab":
+        f = 13 + 2
+        assert one.field_dims[f] > 10
+        for i in range(0, 3000, 97):
+            local = one.X[i, f] - one.offsets[f]
+            assert one.describe_feature(int(one.X[i, f]))[1] == {0: "<missing>", 1: "<oov>"}.get(local, rows[i][16])
+    folder = Path(many.stats["cache_folder"])
+    assert sorted(p.name for p in folder.iterdir()) == ["X.npy", "meta.json", "y.npy"]   # no pass-1 leftovers
+
+
 def test_criteo_cache_hit_gives_identical_arrays_and_rebuilds_when_the_file_changes(tmp_path):
     path = write_criteo(tmp_path, criteo_rows(80))
     first = load("criteo", data_dir=tmp_path, min_count=2)
