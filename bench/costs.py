@@ -56,20 +56,32 @@ def _status_kib(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def peak_rss_rise_bytes(fn: Callable[[], object]) -> int | None:
-    """How far the process's resident set rose above its starting level during one call of `fn`.
-
-    Uses Linux's high-water mark (VmHWM), reset through /proc/self/clear_refs, so no short peak is
-    missed; None where that interface is missing.
-    """
+def reset_peak_rss() -> int | None:
+    """Reset the kernel's high-water mark (VmHWM) to the current resident set, after handing freed
+    heap back to the OS; returns that starting level in bytes, None where Linux's interface is missing."""
     _release_free_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return None
     start = _status_kib("VmRSS")
-    fn()
+    return None if start is None else start * 1024
+
+
+def peak_rss() -> int | None:
+    """The resident-set high-water mark in bytes since the last `reset_peak_rss` (or process start)."""
     peak = _status_kib("VmHWM")
+    return None if peak is None else peak * 1024
+
+
+def peak_rss_rise_bytes(fn: Callable[[], object]) -> int | None:
+    """How far the process's resident set rose above its starting level during one call of `fn`.
+
+    Uses Linux's high-water mark, so no short peak is missed; None where that interface is missing.
+    """
+    start = reset_peak_rss()
+    fn()
+    peak = peak_rss()
     if start is None or peak is None:
         return None
-    return max(peak - start, 0) * 1024
+    return max(peak - start, 0)
