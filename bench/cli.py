@@ -1,4 +1,4 @@
-"""Command line: `ctrbench run | leaderboard | list` (also `python -m ctrbench ...`)."""
+"""Command line: `ctrbench run | leaderboard | list | attention | gate-baseline` (also `python -m ctrbench ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -14,42 +14,13 @@ from ctrbench.models import list_interactions, list_models, model_entry
 
 from .distributed import Distributed, launched_by_torchrun, report_failure
 from . import gate
+from .arguments import comma_list, key_value, seed_list
+from .attention import add_attention_parser
 from .leaderboard import write_leaderboard
 from .protocol import run_grid
 from .train import TrainConfig
 
 DEFAULT_RESULTS = Path("results")
-
-
-def comma_list(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    return items
-
-
-def seed_list(text: str) -> list[int]:
-    """'5' means seeds 0..4; '0,3,7' names them."""
-    try:
-        if "," in text:
-            return [int(s) for s in comma_list(text)]
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes a count (5) or a list (0,3,7), got {text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
-    return list(range(count))
-
-
-def key_value(text: str) -> tuple[str, object]:
-    """name=value, the value read as JSON when it parses (numbers, lists), else as a string."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
-    name, value = text.split("=", 1)
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
 
 
 def add_run_parser(commands) -> None:
@@ -181,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR feature-interaction models "
                                      "and their pairwise-product implementations.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_run_parser, add_leaderboard_parser, add_list_parser, add_gate_baseline_parser):
+    for add in (add_run_parser, add_leaderboard_parser, add_list_parser, add_attention_parser,
+                add_gate_baseline_parser):
         add(commands)
     return parser
 

@@ -204,6 +204,29 @@ def cost_section(benchmarks: list[dict]) -> list[str]:
             "", table(rows, ["cell", "model", "interaction", "saved activations MiB", "peak RSS rise MiB", "GFLOP"]), ""]
 
 
+def data_section(benchmarks: list[dict]) -> list[str]:
+    cells = by_cell(benchmarks, "data")
+    preprocess = sorted((b["extra_info"] for b in cells if b["extra_info"].get("kind") == "preprocess"),
+                        key=lambda info: (info["rows"], info["mode"]))
+    feeding = [b["extra_info"] for b in cells if b["extra_info"].get("kind") == "feeding"]
+    lines = []
+    if preprocess:
+        lines += ["## Data: preprocessing a Criteo-layout TSV", "",
+                  "End to end, no cache: parse, bucket the integers, encode the categoricals, write arrays. "
+                  "`raw parse` is pyarrow's streaming reader alone on the same file in the same test.", "",
+                  table([[info["mode"], f"{info['rows']:,}", f"{info['rows_per_s']:,.0f}",
+                          f"{info['raw_parse_rows_per_s']:,.0f}", f"{info['fraction_of_raw']:.2f}",
+                          f"{info['peak_rss_bytes'] / MiB:,.0f}" if info.get("peak_rss_bytes") else "–"]
+                         for info in preprocess],
+                        ["categoricals", "rows", "rows/s", "raw parse rows/s", "fraction of raw", "peak RSS MiB"]), ""]
+    if feeding:
+        lines += ["## Data: feeding training", "",
+                  table([[f"{info['iteration_seconds'] * 1e3:,.1f}", f"{info['fm_epoch_seconds']:,.2f}",
+                          f"{info['ratio']:.2%}"] for info in feeding],
+                        ["one epoch of batches alone, ms", "one FM epoch, s", "iteration / training"]), ""]
+    return lines
+
+
 def render(results_dir: Path) -> tuple[str, list[str]]:
     """The leaderboard's Markdown (plots are written beside it) and the problems met reading data."""
     results_dir = Path(results_dir)
@@ -223,7 +246,7 @@ def render(results_dir: Path) -> tuple[str, list[str]]:
             problems.append(f"{source}: unreadable benchmark JSON ({error})")
             benchmarks = []
     if benchmarks:
-        lines += speed_section(benchmarks) + cost_section(benchmarks)
+        lines += speed_section(benchmarks) + cost_section(benchmarks) + data_section(benchmarks)
     else:
         lines += ["_No benchmark run stored yet: `pytest bench/ --benchmark-only` makes one._", ""]
     plots = write_plots(results_dir, records, benchmarks)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import resource
 import threading
-import time
 from contextlib import contextmanager
 
 import torch

@@ -9,6 +9,12 @@ from pathlib import Path
 SCHEMA = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_record(path: Path, record: dict) -> Path:
     """Write one run's record; see `write_text_atomic`."""
     return write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
@@ -54,6 +60,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp makes 0600; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

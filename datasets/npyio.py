@@ -59,18 +59,6 @@ def read_header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
         return dtype, shape, file.tell()
 
 
-def iter_blocks(path: Path, rows_per_block: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first row, block) of an .npy file by file reads."""
-    dtype, shape, offset = read_header(path)
-    row_items = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-    with open(path, "rb") as file:
-        file.seek(offset)
-        for start in range(0, shape[0], rows_per_block):
-            n = min(rows_per_block, shape[0] - start)
-            block = np.fromfile(file, dtype=dtype, count=n * row_items)
-            yield start, block.reshape((n, *shape[1:]))
-
-
 def iter_sized_blocks(path: Path, sizes) -> Iterator[np.ndarray]:
     """Yield consecutive blocks of an .npy file of the given row counts (e.g. as they were appended)."""
     dtype, shape, offset = read_header(path)
@@ -84,4 +72,4 @@ def iter_sized_blocks(path: Path, sizes) -> Iterator[np.ndarray]:
             yield block.reshape((int(n), *shape[1:]))
 
 
-__all__ = ["NpyAppender", "iter_blocks", "iter_sized_blocks", "read_header"]
+__all__ = ["NpyAppender", "iter_sized_blocks", "read_header"]

@@ -487,13 +487,11 @@ def source_key(paths: list[Path], spec: TableSpec, options: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
-def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folder: Path,
-               rows_per_block: int = 500_000) -> dict:
+def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folder: Path) -> dict:
     """Stream `path` into folder/X.npy (int64 (N, F) global ids), folder/y.npy, folder/meta.json.
-    (`rows_per_block` is kept for callers; blocks follow the reader's `encoding.block_size`.)"""
+    Blocks follow the reader's `encoding.block_size`."""
     started = time.perf_counter()
     reader = TableReader(path, spec, encoding)
-    F = len(spec.numeric) + len(spec.categorical)
     vocab = encoding.categorical == "vocab"
     numeric_fields = len(spec.numeric)
     work = {"codes": folder / "codes.npy", "hashes": folder / "hashes.npy", "strings": folder / "strings.arrow"}
