@@ -12,7 +12,7 @@ import torch
 
 from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, interaction_entry,
                              list_interactions)
-from ctrbench.models.layers import PairAttention
+from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 
 PROFILES = ("quick", "full")
 ATTN_DIM = 16
@@ -42,18 +42,18 @@ class LayerCell:
     embed_dim: int
     batch: int
     mode: str               # "forward" or "train" (forward + backward)
+    pooling: str = "product"  # "product": the implementation's own output; "afm": AFM's attention pooling
     dtype: str = "float32"
 
     @property
     def group(self) -> str:
-        return f"layer F={self.num_fields} E={self.embed_dim} B={self.batch} {self.mode}"
+        return f"layer {self.pooling} F={self.num_fields} E={self.embed_dim} B={self.batch} {self.mode}"
 
     @property
     def largest_tensor_bytes(self) -> int:
         pairs = self.num_fields * (self.num_fields - 1) // 2
         per_row = self.num_fields ** 2 if self.interaction == "einsum" else pairs
-        width = max(self.embed_dim, ATTN_DIM) if interaction_entry(self.interaction).output == ATTENTION_POOLED \
-            else self.embed_dim
+        width = max(self.embed_dim, ATTN_DIM) if self.pooling == "afm" else self.embed_dim
         return self.batch * per_row * width * torch.finfo(getattr(torch, self.dtype)).bits // 8
 
     def info(self) -> dict:
@@ -77,19 +77,28 @@ class ModelCell:
         return {"cell": "model", **asdict(self), "num_fields": len(SHAPES[self.shape]())}
 
 
+def implementations(pooling: str) -> list[str]:
+    """`product`: every implementation that gives pair products or their sum on its own; `afm`: every
+    implementation AFM can pool with attention (per-pair products, or fused)."""
+    if pooling == "afm":
+        return list_interactions(model="afm")
+    return [name for name in list_interactions() if interaction_entry(name).output != ATTENTION_POOLED]
+
+
+def grid(fields, embeds, batches) -> list[LayerCell]:
+    return [LayerCell(name, f, e, b, mode, pooling) for pooling in ("product", "afm") for f in fields
+            for e in embeds for b in batches for mode in ("forward", "train") for name in implementations(pooling)]
+
+
 def layer_cells(profile: str) -> list[LayerCell]:
     if profile == "quick":
-        fields, embeds, batches = (10, 39, 100), (16,), (1024,)
-    else:
-        fields, embeds, batches = (10, 22, 39, 100), (16, 64), (1024, 4096)
-    return [LayerCell(name, f, e, b, mode) for f in fields for e in embeds for b in batches
-            for mode in ("forward", "train") for name in list_interactions()]
+        return grid(fields=(10, 39, 100), embeds=(16,), batches=(1024,))
+    return grid(fields=(10, 22, 39, 100), embeds=(16, 64), batches=(1024, 4096))
 
 
 def gate_cells() -> list[LayerCell]:
     """The regression gate's cells: small enough for CI, every implementation, both modes."""
-    return [LayerCell(name, f, 16, 1024, mode) for f in (10, 39) for mode in ("forward", "train")
-            for name in list_interactions()]
+    return grid(fields=(10, 39), embeds=(16,), batches=(1024,))
 
 
 def model_cells(profile: str) -> list[ModelCell]:
@@ -112,9 +121,9 @@ def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tenso
     module = interaction_entry(cell.interaction).builder(cell.num_fields).to(device)
     train = cell.mode == "train"
     emb = torch.randn(cell.batch, cell.num_fields, cell.embed_dim, dtype=dtype, device=device, requires_grad=train)
-    if module.output == ATTENTION_POOLED:
+    if cell.pooling == "afm":
         attention = PairAttention(cell.embed_dim, ATTN_DIM, dropout=0.0).to(device=device, dtype=dtype)
-        forward = lambda: module(emb, attention)  # noqa: E731
+        forward = lambda: attention_pooled_pairs(module, emb, attention)  # noqa: E731
     else:
         forward = lambda: module(emb)  # noqa: E731
     if not train:

@@ -135,13 +135,17 @@ def speed_section(benchmarks: list[dict]) -> list[str]:
     if layers:
         lines += ["## Speed: the pairwise product alone", "",
                   f"Samples/s (batch / median time) and, in brackets, speed-up over `{SPEED_REFERENCE}` "
-                  "in the same run and shape. `train` is forward + backward. A dash: not measured "
-                  "(skipped for memory or not in the profile).", ""]
-        layouts = sorted({(b["extra_info"]["mode"], b["extra_info"]["embed_dim"], b["extra_info"]["batch"]) for b in layers})
-        for mode, embed_dim, batch in layouts:
-            cells = [b for b in layers if (b["extra_info"]["mode"], b["extra_info"]["embed_dim"], b["extra_info"]["batch"])
-                     == (mode, embed_dim, batch)]
-            lines += [f"### {mode}, E={embed_dim}, B={batch}", "", wide_table(cells, "interaction", "num_fields", "F"), ""]
+                  "in the same run and shape. `train` is forward + backward. `product`: the implementation's "
+                  "own output (pair products, or their sum); `AFM pooling`: pair products, attention net "
+                  "(A=16) and weighted sum, or one fused implementation of all three. A dash: not measured "
+                  "(skipped for memory, or not in the profile).", ""]
+        layout = lambda b: (b["extra_info"].get("pooling", "product"), b["extra_info"]["mode"],  # noqa: E731
+                            b["extra_info"]["embed_dim"], b["extra_info"]["batch"])
+        for pooling, mode, embed_dim, batch in sorted({layout(b) for b in layers}):
+            cells = [b for b in layers if layout(b) == (pooling, mode, embed_dim, batch)]
+            title = "AFM pooling" if pooling == "afm" else "product"
+            lines += [f"### {title}, {mode}, E={embed_dim}, B={batch}", "",
+                      wide_table(cells, "interaction", "num_fields", "F"), ""]
     models = by_cell(benchmarks, "model")
     if models:
         lines += ["## Speed: whole models", "",

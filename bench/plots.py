@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt    # noqa: E402
 
 
 def _layer_series(benchmarks: list[dict], value) -> dict[str, list[tuple[int, float]]]:
-    """{interaction: [(F, value)]} for train-mode layer cells at the most common (E, B)."""
+    """{interaction: [(F, value)]} for train-mode AFM-pooling layer cells at the most common (E, B)."""
     layers = [b for b in benchmarks if b.get("extra_info", {}).get("cell") == "layer"
-              and b["extra_info"]["mode"] == "train"]
+              and b["extra_info"]["mode"] == "train" and b["extra_info"].get("pooling") == "afm"]
     if not layers:
         return {}
     shapes = [(b["extra_info"]["embed_dim"], b["extra_info"]["batch"]) for b in layers]
@@ -76,10 +76,10 @@ def write_plots(results_dir: Path, records: list[dict], benchmarks: list[dict]) 
     if throughput:
         series, (embed_dim, batch) = throughput
         written.append(_line_plot(results_dir / "throughput_vs_fields.png", series,
-                                  f"pairwise product, forward+backward (E={embed_dim}, B={batch})", "samples/s"))
+                                  f"AFM pooling, forward+backward (E={embed_dim}, A=16, B={batch})", "samples/s"))
         memory, _ = _layer_series(benchmarks, lambda b: max(b["extra_info"]["saved_activation_bytes"], 1) / 2**20)
         written.append(_line_plot(results_dir / "memory_vs_fields.png", memory,
-                                  f"saved activations of forward+backward (E={embed_dim}, B={batch})", "MiB"))
+                                  f"AFM pooling: saved activations (E={embed_dim}, A=16, B={batch})", "MiB"))
     auc = _auc_plot(results_dir / "auc_by_model.png", records)
     if auc:
         written.append(auc)

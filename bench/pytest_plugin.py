@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from . import gate
 from .cells import PROFILES
@@ -25,6 +26,8 @@ def pytest_addoption(parser):
                     help="also run the multi-seed quality benchmarks (minutes per dataset)")
     group.addoption("--ctrbench-no-leaderboard", action="store_true",
                     help="do not regenerate the leaderboard at the end")
+    group.addoption("--ctrbench-threads", type=int,
+                    help="torch intra-op threads for the benchmarks (default: torch's choice; 1 for gate runs)")
     group.addoption("--ctrbench-gate", action="store_true",
                     help="run only the gate's cells and fail on regression against the committed baseline")
     group.addoption("--ctrbench-gate-baseline", type=Path, default=gate.BASELINE,
@@ -50,6 +53,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "quality: multi-seed training benchmark (needs --ctrbench-quality)")
     if not is_benchmark_run(config):
         return
+    # Gate runs time on one thread: on 2 shared cores a second OpenMP thread mostly measures who else
+    # is running (threads spin-wait for each other), and the gate must judge the code, not the neighbours.
+    threads = config.getoption("ctrbench_threads") or (1 if is_gate_run(config) else None)
+    if threads:
+        torch.set_num_threads(threads)
     if config.getoption("ctrbench_gate"):
         try:      # fail before measuring anything, not after
             config.ctrbench_gate_baseline = gate.load_baseline(config.getoption("ctrbench_gate_baseline"))

@@ -1,0 +1,115 @@
+"""The fused AFM pooling (`afm_fused`) against the plain definition in interactions/reference.py."""
+import pytest
+import torch
+
+from ctrbench.models import create_model
+from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
+from ctrbench.models.layers import PairAttention
+from ctrbench.models.registry import interaction_entry
+
+FAST = ["afm_fused"]
+
+
+def _setup(name, F, E, dtype, p, train, B=6, A=8, seed=0):
+    torch.manual_seed(seed)
+    attention = PairAttention(E, A, p).to(dtype).train(train)
+    emb = torch.randn(B, F, E, dtype=dtype, requires_grad=True)
+    return interaction_entry(name).builder(F), attention, emb
+
+
+def _value_and_grads(fn, emb, attention, grad_out, seed):
+    torch.manual_seed(seed)
+    out = fn(emb, attention)
+    after = torch.rand(())                      # the next random number: same RNG consumption
+    grads = torch.autograd.grad(out, [emb, *attention.parameters()], grad_out)
+    return out, grads, after
+
+
+def _close(actual, expected, rtol):
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale + 1e-12)
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("E", [1, 8, 16])
+@pytest.mark.parametrize("F", [2, 3, 10, 39])
+@pytest.mark.parametrize("train", [True, False])
+def test_equals_reference(name, F, E, dtype, train):
+    fused, attention, emb = _setup(name, F, E, dtype, p=0.3, train=train)
+    grad_out = torch.randn(emb.shape[0], E, dtype=dtype)
+    out, grads, after = _value_and_grads(fused, emb, attention, grad_out, seed=7)
+    ref, ref_grads, ref_after = _value_and_grads(attention_pooling_reference, emb, attention, grad_out, seed=7)
+    _close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads):
+        _close(g, r, 1e-4)
+    assert torch.equal(after, ref_after)
+    weights = fused.attention_weights(emb, attention)
+    _close(weights, attention.weights(pair_products_reference(emb)), 1e-5)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_dropout_same_seed_same_result_different_seed_different(name):
+    fused, attention, emb = _setup(name, 10, 8, torch.float64, p=0.5, train=True, B=32)
+    torch.manual_seed(3)
+    first = fused(emb, attention)
+    torch.manual_seed(3)
+    again = fused(emb, attention)
+    torch.manual_seed(4)
+    other = fused(emb, attention)
+    assert torch.equal(first, again) and not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_chunked_batch_matches_reference(name):
+    # B larger than one chunk (and not a multiple of it), so the chunk loop and its tail run.
+    fused, attention, emb = _setup(name, 39, 16, torch.float32, p=0.2, train=True, B=300, A=16)
+    grad_out = torch.randn(300, 16)
+    out, grads, _ = _value_and_grads(fused, emb, attention, grad_out, seed=1)
+    ref, ref_grads, _ = _value_and_grads(attention_pooling_reference, emb, attention, grad_out, seed=1)
+    _close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads):
+        _close(g, r, 1e-4)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_whole_model_matches_triu_index(name):
+    torch.manual_seed(0)
+    field_dims = [5, 7, 3, 4, 6, 2, 8, 5, 3, 4]
+    fast = create_model("afm", field_dims, interaction=name, embed_dim=8, attn_dim=8)
+    slow = create_model("afm", field_dims, interaction="triu_index", embed_dim=8, attn_dim=8)
+    slow.load_state_dict(fast.state_dict())
+    offsets = torch.tensor([0, *field_dims[:-1]]).cumsum(0)
+    x = torch.stack([torch.randint(0, d, (64,)) for d in field_dims], 1) + offsets
+    results = []
+    for model in (fast, slow):
+        torch.manual_seed(11)
+        logits = model(x)
+        logits.square().sum().backward()
+        results.append((logits, [p.grad for p in model.parameters()], model.attention_weights(x)))
+    _close(results[0][0], results[1][0], 1e-5)
+    for g, r in zip(results[0][1], results[1][1]):
+        _close(g, r, 1e-4)
+    _close(results[0][2], results[1][2], 1e-5)
+
+
+def _saved_bytes(fn, emb, attention):
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[(storage.data_ptr(), t.device)] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(emb, attention)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_saved_activations_at_most_an_eighth_of_triu_index(name):
+    fused, attention, emb = _setup(name, 39, 16, torch.float32, p=0.2, train=True, B=256, A=16)
+    triu = interaction_entry("triu_index").builder(39)
+    fused_bytes = _saved_bytes(fused, emb, attention)
+    triu_bytes = _saved_bytes(lambda e, a: a(triu(e)), emb, attention)
+    assert fused_bytes * 8 <= triu_bytes, (fused_bytes, triu_bytes)
