@@ -1,4 +1,4 @@
-"""Command line: `ctrbench run | leaderboard | list | attention | gate-baseline` (also `python -m ctrbench ...`)."""
+"""Command line: `ctrbench run | leaderboard | list | attention | gate | gate-baseline` (also `python -m ctrbench ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -148,12 +148,38 @@ def command_gate_baseline(args) -> int:
     return 0
 
 
+def add_gate_parser(commands) -> None:
+    parser = commands.add_parser(
+        "gate", help="the performance-regression gate: fail if a cell regressed against the baseline",
+        description="Runs the gate's benchmark cells in a fresh pytest process and compares them with the "
+                    "committed baseline: deterministic costs must not grow, time ratios to triu_index may grow "
+                    "by at most the baseline's tolerance. Cells that regress are measured again, up to ATTEMPTS "
+                    "runs, and only a cell that regresses in every run fails the gate. Needs the source checkout.")
+    parser.add_argument("--attempts", type=int, default=3, help="runs before a regression counts (default 3)")
+    parser.add_argument("--baseline", type=Path, default=gate.BASELINE)
+    parser.set_defaults(handler=command_gate)
+
+
+def command_gate(args) -> int:
+    if args.attempts < 1:
+        raise ValueError("--attempts must be >= 1")
+    baseline = gate.load_baseline(args.baseline)
+    with tempfile.TemporaryDirectory() as workdir:
+        regressions, notes = gate.check(baseline, Path(workdir), args.attempts)
+    for note in notes:
+        print(f"gate: note: {note}")
+    for regression in regressions:
+        print(f"gate: REGRESSION: {regression}")
+    print(f"gate: {len(baseline['cells'])} baseline cells, {len(regressions)} confirmed regression(s)")
+    return 1 if regressions else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR feature-interaction models "
                                      "and their pairwise-product implementations.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_run_parser, add_leaderboard_parser, add_list_parser, add_attention_parser,
-                add_gate_baseline_parser):
+                add_gate_parser, add_gate_baseline_parser):
         add(commands)
     return parser
 

@@ -68,8 +68,9 @@ def pytest_configure(config):
     if config.option.benchmark_storage == DEFAULT_STORAGE:
         storage = (config.getoption("ctrbench_results") / "benchmarks").resolve()
         config.option.benchmark_storage = f"file://{storage}"
-    if not config.option.benchmark_save:
-        config.option.benchmark_autosave = True
+    if not config.option.benchmark_save and not config.option.benchmark_autosave:
+        from pytest_benchmark.utils import get_tag     # what --benchmark-autosave would name the file
+        config.option.benchmark_autosave = get_tag()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,8 +13,8 @@ SUITE = Path(gate.__file__).resolve().parent / "suite"
 
 
 def measures(ratio=1.5, flops=100, saved=1000):
-    return {"layer F=39 E=16 B=1024 train | einsum": {"ratio": ratio, "flops": flops, "saved_activation_bytes": saved},
-            "layer F=39 E=16 B=1024 train | triu_index": {"ratio": 1.0, "flops": flops, "saved_activation_bytes": saved}}
+    return {"layer product F=39 E=16 B=1024 train | einsum": {"ratio": ratio, "flops": flops, "saved_activation_bytes": saved},
+            "layer product F=39 E=16 B=1024 train | triu_index": {"ratio": 1.0, "flops": flops, "saved_activation_bytes": saved}}
 
 
 def test_unchanged_measures_pass():
@@ -38,14 +38,14 @@ def test_grown_deterministic_cost_fails(cost):
 
 def test_new_cell_is_a_note_not_a_failure():
     baseline = gate.baseline_from_runs([measures()])
-    current = {**measures(), "layer F=39 E=16 B=1024 train | fresh": measures()["layer F=39 E=16 B=1024 train | einsum"]}
+    current = {**measures(), "layer product F=39 E=16 B=1024 train | fresh": measures()["layer product F=39 E=16 B=1024 train | einsum"]}
     regressions, notes = gate.compare(baseline, current)
     assert not regressions and any("fresh" in n for n in notes)
 
 
 def test_baseline_records_the_spread():
     baseline = gate.baseline_from_runs([measures(ratio=1.0), measures(ratio=1.2), measures(ratio=1.1)])
-    assert baseline["cells"]["layer F=39 E=16 B=1024 train | einsum"]["ratio"] == pytest.approx(1.1)
+    assert baseline["cells"]["layer product F=39 E=16 B=1024 train | einsum"]["ratio"] == pytest.approx(1.1)
     assert baseline["measured_spread"] == pytest.approx(0.1 / 1.1)
 
 
@@ -72,7 +72,7 @@ einsum.EinsumOuter.forward = twice
 def run_gate_cells(tmp_path, *extra, plant=False):
     env_path = [str(tmp_path)] if plant else []
     command = [sys.executable, "-m", "pytest", str(SUITE), "--benchmark-only", "-q", "-p", "no:cacheprovider",
-               "-k", "39-16-1024-forward and (einsum or triu_index)", *(["-p", "planted_slowdown"] if plant else []),
+               "-k", "39-16-1024-forward-product and (einsum or triu_index)", *(["-p", "planted_slowdown"] if plant else []),
                *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(env_path + [os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -88,4 +88,14 @@ def test_planted_2x_slowdown_trips_the_gate(tmp_path):
 
     slowed = run_gate_cells(tmp_path, "--ctrbench-gate", f"--ctrbench-gate-baseline={baseline_path}", plant=True)
     assert slowed.returncode == 1, slowed.stdout + slowed.stderr
-    assert "REGRESSION: layer F=39 E=16 B=1024 forward | einsum: time ratio" in slowed.stdout
+    assert "REGRESSION: layer product F=39 E=16 B=1024 forward | einsum: time ratio" in slowed.stdout
+
+
+def test_check_fails_only_cells_that_regress_in_every_run(tmp_path, monkeypatch):
+    baseline = gate.baseline_from_runs([measures()], tolerance=0.5)
+    runs = iter([measures(ratio=3.0), measures(ratio=1.5)])          # a burst of load, then normal
+    monkeypatch.setattr(gate, "measure_runs", lambda count, workdir, log=print: [next(runs)])
+    assert gate.check(baseline, tmp_path, attempts=3, log=lambda m: None) == ([], [])
+    runs = iter([measures(ratio=3.0)] * 3)                            # a real slowdown
+    regressions, _ = gate.check(baseline, tmp_path, attempts=3, log=lambda m: None)
+    assert len(regressions) == 1 and "einsum" in regressions[0]

@@ -4,6 +4,9 @@ Parametrized over the registry: a new implementation or model is benchmarked the
 Each record's extra_info carries the cell, the environment, FLOPs, saved-activation bytes and the
 peak-RSS rise of one call; pytest-benchmark stores the timings.
 """
+import math
+import time
+
 import pytest
 import torch
 
@@ -36,6 +39,9 @@ def environment_info() -> dict:
     return {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+MIN_ROUND_SECONDS = 0.01     # a round of a few microseconds would time the timer, not the step
+
+
 def measure(benchmark, cell, step, rounds):
     benchmark.group = cell.group
     benchmark.extra_info.update(cell.info())
@@ -44,7 +50,11 @@ def measure(benchmark, cell, step, rounds):
     benchmark.extra_info["flops"] = flops(step)
     benchmark.extra_info["saved_activation_bytes"] = saved_activation_bytes(step)
     benchmark.extra_info["peak_rss_rise_bytes"] = peak_rss_rise_bytes(step)
-    benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
+    started = time.perf_counter()
+    step()
+    iterations = max(1, math.ceil(MIN_ROUND_SECONDS / max(time.perf_counter() - started, 1e-9)))
+    benchmark.pedantic(step, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    benchmark.extra_info["iterations_per_round"] = iterations
     benchmark.extra_info["samples_per_s"] = cell.batch / benchmark.stats.stats.median
 
 
