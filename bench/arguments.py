@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from ctrbench.datasets import list_datasets
 
 
 def comma_list(text: str) -> list[str]:
@@ -34,3 +37,21 @@ def key_value(text: str) -> tuple[str, object]:
         return name.strip(), json.loads(value)
     except json.JSONDecodeError:
         return name.strip(), value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset, --data-dir, --data-option: which data, where it lives, how it is built."""
+    parser.add_argument("--dataset", default="purchase", help=f"one of {', '.join(list_datasets())} (default purchase)")
+    parser.add_argument("--data-dir", type=Path, help="where the dataset files are (default: $CTRBENCH_DATA_DIR, "
+                        "../shared/datasets beside the checkout, or the user cache)")
+    parser.add_argument("--data-option", type=key_value, action="append", default=[], metavar="NAME=VALUE",
+                        help="dataset option, e.g. rows=20000 or hot_spot=false (repeatable)")
+
+
+def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --threads, --results-dir, --quiet: where it runs and where it writes."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice; on a busy "
+                                                    "2-core machine 1 is often much faster)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")

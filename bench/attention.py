@@ -33,7 +33,7 @@ from scipy import stats as scipy_stats
 from ctrbench.datasets import list_datasets, load
 from ctrbench.models import create_model, list_models, model_entry, pair_fields
 
-from .arguments import key_value
+from .arguments import add_data_arguments, add_machine_arguments, key_value
 from .protocol import as_tensors, resolve_device, seed_everything
 from .train import TrainConfig, evaluate, fit
 
@@ -569,10 +569,7 @@ def add_attention_parser(commands) -> None:
                     "attention weights of every test row, and write RESULTS/attention_<dataset>.md (tables) "
                     "with a samples × pairs heat map and a mean-attention bar chart. On purchase the top-k "
                     "pairs are scored against the planted pairs, with the hot spot on and off.")
-    parser.add_argument("--dataset", default="purchase", help=f"one of {', '.join(list_datasets())} (default purchase)")
-    parser.add_argument("--data-dir", type=Path, help="where the dataset files are (as for `ctrbench run`)")
-    parser.add_argument("--data-option", type=key_value, action="append", default=[], metavar="NAME=VALUE",
-                        help="dataset option, e.g. rows=20000 (repeatable)")
+    add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of data generation, split, training (default 0)")
     parser.add_argument("--model", default="afm", help=f"the attention model: {', '.join(attention_models())} "
                                                        "(default afm)")
@@ -590,10 +587,7 @@ def add_attention_parser(commands) -> None:
     parser.add_argument("--lr", type=float, default=DEFAULT_CONFIG["lr"])
     parser.add_argument("--max-epochs", type=int, default=DEFAULT_CONFIG["max_epochs"])
     parser.add_argument("--patience", type=int, default=DEFAULT_CONFIG["patience"])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_machine_arguments(parser)
     parser.set_defaults(handler=command_attention)
 
 

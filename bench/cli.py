@@ -14,7 +14,7 @@ from ctrbench.models import list_interactions, list_models, model_entry
 
 from .distributed import Distributed, launched_by_torchrun, report_failure
 from . import gate
-from .arguments import comma_list, key_value, seed_list
+from .arguments import add_data_arguments, add_machine_arguments, comma_list, key_value, seed_list
 from .attention import add_attention_parser
 from .leaderboard import write_leaderboard
 from .protocol import run_grid
@@ -29,11 +29,7 @@ def add_run_parser(commands) -> None:
         description="Train every (model, interaction, seed) with early stopping on validation AUC, score the "
                     "test split, store one JSON record per finished run under RESULTS/runs/ and regenerate "
                     "RESULTS/leaderboard.md. Finished runs are skipped, so rerunning a killed command resumes it.")
-    parser.add_argument("--dataset", default="purchase", help=f"one of {', '.join(list_datasets())} (default purchase)")
-    parser.add_argument("--data-dir", type=Path, help="where the dataset files are (default: $CTRBENCH_DATA_DIR, "
-                        "../shared/datasets beside the checkout, or the user cache)")
-    parser.add_argument("--data-option", type=key_value, action="append", default=[], metavar="NAME=VALUE",
-                        help="dataset option, e.g. rows=20000 or hot_spot=false (repeatable)")
+    add_data_arguments(parser)
     parser.add_argument("--models", type=comma_list, default=["fm", "nfm", "afm"],
                         help=f"comma-separated, from {', '.join(list_models())} (default fm,nfm,afm)")
     parser.add_argument("--interactions", default="default",
@@ -52,10 +48,7 @@ def add_run_parser(commands) -> None:
                         help="epochs without validation-AUC gain before stopping (default 10, as the article)")
     parser.add_argument("--plateau-lr-factor", type=float, default=None,
                         help="multiply the lr by this on each epoch without gain (BARS: 0.1 with --patience 2)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_machine_arguments(parser)
     parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
                         help="under torchrun: limit on the rendezvous and on every collective, so a hung rank "
                              "ends the job (default $CTRBENCH_DIST_TIMEOUT or 600)")
