@@ -31,11 +31,11 @@ import torch
 from scipy import stats as scipy_stats
 
 from ctrbench.datasets import list_datasets, load
-from ctrbench.models import create_model, list_models, model_entry, pair_fields
+from ctrbench.models import list_models, model_entry, pair_fields
 
 from .arguments import add_data_arguments, add_machine_arguments, key_value
-from .protocol import as_tensors, resolve_device, seed_everything
-from .train import TrainConfig, evaluate, fit
+from .protocol import RunSpec, as_tensors, train_and_test
+from .train import TrainConfig
 
 # Training defaults of the analysis (shorter than the leaderboard's: the attention pattern, not the
 # last 0.001 of AUC, is what is looked at).
@@ -169,15 +169,11 @@ def precision_at_k(scores: np.ndarray, relevant: Sequence[int], k: int) -> float
 
 # ----------------------------------------------------------------------- strengths without attention
 
-def _triu(num_fields: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1, device=device)   # row-major i < j
-    return rows, cols
-
-
 @torch.no_grad()
 def pair_dots(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 8192):
     """Yield <v_i, v_j> (B, P) per batch of X, from `model.embedding` (FM, FwFM)."""
-    rows, cols = _triu(model.fields.num_fields, X.device)
+    num_fields = model.fields.num_fields
+    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1, device=X.device)   # row-major i < j
     for start in range(0, X.shape[0], batch_size):
         xb = X[start:start + batch_size]
         model.fields.check(xb)
@@ -297,29 +293,23 @@ class AttentionReport:
 
 def train_model(name: str, dataset, seed: int, config: TrainConfig, hparams: dict | None = None,
                 device: str = "cpu", progress: bool = False) -> tuple[torch.nn.Module, dict]:
-    """Train model `name` on `dataset` (train split, early stopping on validation AUC, best epoch
-    restored) with the seed fixing initialisation, dropout and shuffling; score the test split."""
-    known = model_entry(name).hparams
-    hparams = {k: v for k, v in (hparams or {}).items() if k in known}
-    torch_device = resolve_device(device)
-    generator = seed_everything(seed)
-    model = create_model(name, dataset.field_dims, **hparams).to(torch_device)
-    train, validation, test = (as_tensors(dataset, s, torch_device) for s in ("train", "validation", "test"))
-    start = time.perf_counter()
-    result = fit(model, train, validation, config, generator, progress)
-    scores = evaluate(model, *test, config.eval_batch_size)
-    info = {"test_auc": scores["auc"], "test_logloss": scores["logloss"],
-            "validation_auc": result.best_validation["auc"], "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "seconds": time.perf_counter() - start}
-    return model, info
+    """Train model `name` (its default interaction, the hyper-parameters it knows) as `ctrbench run`
+    would, with the seed fixing initialisation, dropout and shuffling; the model and its scores."""
+    spec = model_spec(name, dataset, seed, config, hparams, device)
+    run = train_and_test(spec, dataset, progress)
+    info = {"test_auc": run.test["auc"], "test_logloss": run.test["logloss"],
+            "validation_auc": run.fit.best_validation["auc"], "best_epoch": run.fit.best_epoch,
+            "epochs_run": run.fit.epochs_run, "seconds": run.wall_seconds}
+    return run.model, info
 
 
-def _full_hparams(name: str, hparams: dict) -> dict:
+def model_spec(name: str, dataset, seed: int, config: TrainConfig, hparams: dict | None = None,
+               device: str = "cpu") -> RunSpec:
     entry = model_entry(name)
-    return {k: hparams.get(k, default) for k, (default, _) in entry.hparams.items()}
+    known = {k: v for k, v in (hparams or {}).items() if k in entry.hparams}
+    return RunSpec(getattr(dataset, "name", "dataset"), name, entry.default_interaction, seed, known,
+                   config=config, device=device)
 
-
-# ---------------------------------------------------------------------------------------- analysis
 
 def _truth_strength(dataset, num_pairs: int) -> np.ndarray | None:
     truth = getattr(dataset, "truth", None) or {}
@@ -545,7 +535,7 @@ def analyse_attention(dataset="purchase", seed: int = 0, model: str = "afm", sam
         net, info = trained[model]
         analyses.append(analyse_trained(
             net, data, samples, top_k, seed, {c: trained[c] for c in compare}, condition, model, info,
-            _full_hparams(model, hparams)))
+            model_spec(model, data, seed, config, hparams).full_hparams()))
     report = AttentionReport(
         dataset=dataset if isinstance(dataset, str) else getattr(dataset, "name", "dataset"), model=model, seed=seed,
         samples=samples, top_k=top_k,

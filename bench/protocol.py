@@ -16,9 +16,9 @@ from ctrbench.datasets import load
 from ctrbench.models import check_pair, create_model, list_interactions, model_entry
 
 from .environment import environment
-from .memory import track_peak_memory
+from .memory import PeakMemory, track_peak_memory
 from .records import SCHEMA, read_record, write_record
-from .train import TrainConfig, evaluate, fit
+from .train import FitResult, TrainConfig, evaluate, fit
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,19 @@ def as_tensors(dataset, split: str, device: torch.device):
     return torch.as_tensor(np.ascontiguousarray(X), device=device), torch.as_tensor(y, device=device)
 
 
-def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
-            world_size: int = 1, model_wrapper=None) -> dict:
-    """Train and test one run on an already loaded dataset (split by `spec.seed`); returns its record."""
+@dataclass
+class TrainedRun:
+    model: torch.nn.Module              # the best epoch's weights, unwrapped
+    fit: FitResult
+    test: dict                          # auc, logloss, samples_per_s
+    peak: PeakMemory
+    wall_seconds: float
+
+
+def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
+                   world_size: int = 1, model_wrapper=None) -> TrainedRun:
+    """Build the spec's model with its seed, train it with early stopping on the already loaded dataset
+    (split by `spec.seed`), restore the best epoch and score the test split once."""
     device = resolve_device(spec.device)
     generator = seed_everything(spec.seed)
     model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction, **spec.hparams).to(device)
@@ -88,22 +98,30 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
     with track_peak_memory(device) as peak:
         result = fit(trained, train, validation, spec.config, generator, progress, evaluate_fn, rank, world_size)
         test_scores = evaluate_fn(trained, *test, spec.config.eval_batch_size)
+    return TrainedRun(model, result, test_scores, peak, time.perf_counter() - wall_start)
+
+
+def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
+            world_size: int = 1, model_wrapper=None) -> dict:
+    """Train and test one run on an already loaded dataset; returns its record."""
+    run = train_and_test(spec, dataset, progress, evaluate_fn, rank, world_size, model_wrapper)
+    result, peak = run.fit, run.peak
     return {
         "schema": SCHEMA, "kind": "run", "key": spec.key(), **spec.identity(),
         "dataset_options": dataset.options, "field_dims": list(dataset.field_dims),
         "rows": {s: int(len(dataset.splits[s])) for s in ("train", "validation", "test")},
-        "test": {"auc": test_scores["auc"], "logloss": test_scores["logloss"]},
+        "test": {"auc": run.test["auc"], "logloss": run.test["logloss"]},
         "validation": {"auc": result.best_validation["auc"], "logloss": result.best_validation["logloss"]},
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
         "train_samples_per_s": result.train_samples_per_s,
-        "inference_samples_per_s": test_scores["samples_per_s"],
-        "wall_seconds": time.perf_counter() - wall_start,
+        "inference_samples_per_s": run.test["samples_per_s"],
+        "wall_seconds": run.wall_seconds,
         "memory": {"rss_peak_bytes": peak.rss_peak_bytes, "rss_rise_bytes": peak.rss_rise_bytes,
                    "cuda_peak_bytes": peak.cuda_peak_bytes},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
         "world_size": world_size,
         "backend": torch.distributed.get_backend() if world_size > 1 else None,
-        "environment": environment(device),
+        "environment": environment(resolve_device(spec.device)),
     }
 
 
