@@ -29,6 +29,11 @@ class BadInputError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+def field_offsets(field_dims) -> np.ndarray:
+    """int64 (F,): the first global id of each field when field f owns field_dims[f] ids in order."""
+    return np.concatenate([[0], np.cumsum(list(field_dims)[:-1])]).astype(np.int64)
+
+
 @dataclass
 class FieldCodebook:
     """Names the values of one field: local id k < len(labels) is labels[k], later ids are
@@ -72,7 +77,7 @@ class Dataset:
     @property
     def offsets(self) -> np.ndarray:
         """int64 (F,): first global id of each field."""
-        return np.concatenate([[0], np.cumsum(self.field_dims[:-1])]).astype(np.int64)
+        return field_offsets(self.field_dims)
 
     @property
     def vocab_size(self) -> int:

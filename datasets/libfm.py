@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import BadInputError, Dataset, FieldCodebook, make_splits, missing_files_error, split_from_parts
+from .core import BadInputError, Dataset, FieldCodebook, field_offsets, make_splits, missing_files_error, split_from_parts
 
 FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather",
                  "country", "city"]
@@ -62,7 +62,7 @@ def read_libfm(path: Path, field_dims: list[int], on_bad_lines: str = "error") -
     if not raw.strip():
         raise BadInputError(path, None, "empty file: no rows")
     text = _decode(path, raw)
-    offsets = np.concatenate([[0], np.cumsum(field_dims[:-1])]).astype(np.int64)
+    offsets = field_offsets(field_dims)
     labels, rows, skipped = [], [], 0
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():

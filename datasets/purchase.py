@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .core import Dataset, FieldCodebook, make_splits
+from .core import Dataset, FieldCodebook, field_offsets, make_splits
 
 AGE = ["<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
 GENDER = ["F", "M"]
@@ -165,7 +165,7 @@ def generate(rows: int = 100_000, seed: int = 0, positive_rate: float = 1 / 3, h
         raise ValueError(f"rows must be >= 1, got {rows}")
     planted = tuple((int(i), int(j), float(s)) for i, j, s in planted)
     pop = make_population(seed, n_users, n_items, planted, signal, main_scale, hot_share, hot_items_per_combo)
-    offsets = np.concatenate([[0], np.cumsum(FIELD_DIMS[:-1])]).astype(np.int64)
+    offsets = field_offsets(FIELD_DIMS)
     X = np.empty((rows, len(FIELD_DIMS)), dtype=np.int64)
     y = np.empty(rows, dtype=np.float32)
     rng = np.random.default_rng([seed, 0xC0FFEE])

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .core import (BadInputError, Dataset, FieldCodebook, make_splits, missing_files_error, resolve_cache_dir)
+from .core import (BadInputError, Dataset, FieldCodebook, field_offsets, make_splits, missing_files_error, resolve_cache_dir)
 from .npyio import NpyAppender, iter_sized_blocks, read_header
 
 CACHE_FORMAT = 1
@@ -519,7 +519,7 @@ def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folde
         vocabularies = [_vocabulary(d, c, encoding.min_count) for d, c in counted]
         del counted
         field_dims += [2 + len(h) for h, _ in vocabularies]
-        offsets = np.concatenate([[0], np.cumsum(field_dims[:-1])]).astype(np.int64)
+        offsets = field_offsets(field_dims)
         names = _map_blocks(work["codes"], work["hashes"], work["strings"], log, vocabularies, offsets,
                             numeric_fields, folder / "X.npy")
         for file in work.values():
@@ -539,7 +539,7 @@ def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folde
 def _field_offsets(spec: TableSpec, encoding: Encoding) -> np.ndarray:
     """Global id offsets in hash mode, where every field's size is known before reading."""
     dims = [NUMERIC_DIM] * len(spec.numeric) + [1 + encoding.hash_buckets] * len(spec.categorical)
-    return np.concatenate([[0], np.cumsum(dims[:-1])]).astype(np.int64)
+    return field_offsets(dims)
 
 
 def _first_pass(reader: TableReader, spec: TableSpec, encoding: Encoding, x_path: Path, y_path: Path,

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from ctrbench.cells import random_ids
 from ctrbench.models import create_model
 from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
 from ctrbench.models.layers import PairAttention
@@ -79,8 +80,7 @@ def test_whole_model_matches_triu_index(name):
     fast = create_model("afm", field_dims, interaction=name, embed_dim=8, attn_dim=8)
     slow = create_model("afm", field_dims, interaction="triu_index", embed_dim=8, attn_dim=8)
     slow.load_state_dict(fast.state_dict())
-    offsets = torch.tensor([0, *field_dims[:-1]]).cumsum(0)
-    x = torch.stack([torch.randint(0, d, (64,)) for d in field_dims], 1) + offsets
+    x = random_ids(field_dims, 64)
     results = []
     for model in (fast, slow):
         torch.manual_seed(11)

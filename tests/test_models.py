@@ -6,18 +6,12 @@ import sys
 import pytest
 import torch
 
+from ctrbench.cells import random_ids
 from ctrbench.models import (available_pairs, create_model, list_interactions, list_models, pair_fields,
                              predict_proba)
 from ctrbench.models.interactions.reference import ReferencePairs
 
 FIELD_DIMS = [4, 3, 6, 2, 5, 7, 3, 8, 6, 4]   # 10 fields like the article's purchase log
-
-
-def random_ids(field_dims, batch, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    offsets = torch.tensor([0, *field_dims[:-1]]).cumsum(0)
-    local = torch.stack([torch.randint(d, (batch,), generator=generator) for d in field_dims], dim=1)
-    return local + offsets
 
 
 @pytest.mark.parametrize("model_name,interaction", available_pairs())
