@@ -45,6 +45,7 @@ def device_name(device: torch.device | str) -> str:
 def environment(device: torch.device | str = "cpu") -> dict:
     return {
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,         # None on a CPU-only build of torch
         "python": platform.python_version(),
         "device": str(torch.device(device)),
         "device_name": device_name(device),

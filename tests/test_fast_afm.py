@@ -1,14 +1,18 @@
-"""The fused AFM pooling (`afm_fused`) against the plain definition in interactions/reference.py."""
+"""The fused AFM poolings (`afm_fused`, `afm_kernel`) against the plain definition in interactions/reference.py."""
+import shutil
+
 import pytest
 import torch
 
-from ctrbench.cells import random_ids
+from ctrbench.cells import implementations, random_ids
 from ctrbench.models import create_model
 from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
-from ctrbench.models.layers import PairAttention
+from ctrbench.models.interactions import afm_kernel
+from ctrbench.models.interactions.afm_kernel import kernel_status
+from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.models.registry import interaction_entry
 
-FAST = ["afm_fused"]
+FAST = ["afm_fused", "afm_kernel"]
 
 
 def _setup(name, F, E, dtype, p, train, B=6, A=8, seed=0):
@@ -113,3 +117,69 @@ def test_saved_activations_at_most_an_eighth_of_triu_index(name):
     fused_bytes = _saved_bytes(fused, emb, attention)
     triu_bytes = _saved_bytes(lambda e, a: a(triu(e)), emb, attention)
     assert fused_bytes * 8 <= triu_bytes, (fused_bytes, triu_bytes)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler here")
+def test_kernel_is_built_where_a_compiler_is_present():
+    # Otherwise every afm_kernel test above would pass on the afm_fused fallback and prove nothing.
+    built, why = kernel_status()
+    assert built, why
+
+
+def _kernel_run(threads, emb, attention, grad_out):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _value_and_grads(interaction_entry("afm_kernel").builder(emb.shape[1]), emb, attention, grad_out, 9)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_kernel_same_bits_for_same_threads_and_thread_count_only_reorders_sums():
+    if not kernel_status()[0]:
+        pytest.skip("afm_kernel not built: " + kernel_status()[1])
+    _, attention, emb = _setup("afm_kernel", 20, 16, torch.float32, p=0.2, train=True, B=200, A=16)
+    grad_out = torch.randn(200, 16)
+    first, again, single = (_kernel_run(t, emb, attention, grad_out) for t in (2, 2, 1))
+    assert torch.equal(first[0], again[0]) and all(torch.equal(a, b) for a, b in zip(first[1], again[1]))
+    _close(single[0], first[0], 1e-6)
+    for a, b in zip(single[1], first[1]):
+        _close(a, b, 1e-5)
+
+
+def test_kernel_falls_back_to_afm_fused_with_a_warning_when_it_cannot_be_built(monkeypatch):
+    monkeypatch.setattr(afm_kernel, "_build", lambda: (None, "RuntimeError: no compiler"))
+    monkeypatch.setattr(afm_kernel.KernelAttentionPooling, "_warned", False)
+    module, attention, emb = _setup("afm_kernel", 10, 8, torch.float64, p=0.3, train=True)
+    grad_out = torch.randn(emb.shape[0], 8, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="could not be built.*no compiler"):
+        out, grads, _ = _value_and_grads(module, emb, attention, grad_out, 2)
+    ref, ref_grads, _ = _value_and_grads(attention_pooling_reference, emb, attention, grad_out, 2)
+    _close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads):
+        _close(g, r, 1e-4)
+
+
+@pytest.mark.parametrize("E,A", [(65, 8), (8, 70)])
+def test_kernel_sizes_beyond_its_limit_run_afm_fused(E, A):
+    module, attention, emb = _setup("afm_kernel", 6, E, torch.float32, p=0.0, train=True, A=A)
+    assert not module._use_kernel(emb, attention)
+    _close(module(emb, attention), attention_pooling_reference(emb, attention), 1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", implementations("afm"))
+@pytest.mark.parametrize("F", [10, 39, 100])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_equals_reference_on_cuda(name, F, p, monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)   # the reference in exact float32 too
+    torch.manual_seed(0)
+    attention = PairAttention(16, 16, p).cuda().train()
+    emb = torch.randn(257, F, 16, device="cuda", requires_grad=True)
+    grad_out = torch.randn(257, 16, device="cuda")
+    module = interaction_entry(name).builder(F).cuda()
+    out, grads, _ = _value_and_grads(lambda e, a: attention_pooled_pairs(module, e, a), emb, attention, grad_out, 5)
+    ref, ref_grads, _ = _value_and_grads(attention_pooling_reference, emb, attention, grad_out, 5)
+    _close(out, ref, 1e-5)
+    for g, r in zip(grads, ref_grads):
+        _close(g, r, 1e-4)

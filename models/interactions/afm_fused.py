@@ -166,7 +166,8 @@ class FusedAttentionPooling(nn.Module):
 
     def forward(self, emb: torch.Tensor, attention) -> torch.Tensor:
         mask = None
-        if attention.dropout.training:     # the module's own mask, drawn where the reference draws it
+        # The module's own mask, drawn where the reference draws it (p = 0 draws nothing there either).
+        if attention.dropout.training and attention.dropout.p > 0:
             pairs = self.num_fields * (self.num_fields - 1) // 2
             mask = attention.dropout(emb.new_ones(emb.shape[0], pairs)).index_select(1, self.slot_pair)
         return self._run(emb, attention, mask, weights_only=False)

@@ -1,0 +1,134 @@
+"""AFM's pair products + attention pooling as a C++ CPU kernel: `afm_kernel`. (B, F, E), PairAttention -> (B, E).
+
+Why a kernel: `afm_fused` (torch ops only) already avoids keeping (B, P, E) and (B, P, A) alive, but
+each of its ops still writes a chunk of them to memory and reads it back (about 25 passes per step)
+and its four (chunk·P, 16) @ (16, 16) matrix products already run near the core's peak, so torch ops
+leave little to gain. Per sample everything AFM needs is tiny (F·E inputs, P scores). The kernel
+(afm_kernel.cpp) takes 16 samples at a time as the lanes of one 512-bit vector row: a pair's q, z and
+gradients are a few rows held in registers, the block's scores stay in cache, the attention weights
+are broadcast scalars, and memory is touched only for V, the weights and the results. Same algebra as
+afm_fused (its docstring derives the backward); pairs in the reference's i < j order; the dropout
+mask is the attention module's own, drawn as the reference draws it. What to read to know *what* is
+computed is still `attention_pooling_reference` in reference.py.
+
+The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16) is compiled for this machine's
+vector units by torch.utils.cpp_extension on first use (20-60 s, then cached under
+$CTRBENCH_BUILD_DIR or ~/.cache/ctrbench/build) and runs on torch's intra-op thread count. Off the CPU,
+for other sizes or dtypes, or where it cannot be built (no C++ compiler), it runs `afm_fused`
+instead (saying why, once, when the build failed), so a model built with it trains anywhere.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ...datasets.core import user_cache_root
+from ..registry import ATTENTION_POOLED, register_interaction
+from .afm_fused import FusedAttentionPooling
+
+SOURCE = Path(__file__).with_name("afm_kernel.cpp")
+MAX_KERNEL_DIM = 64     # E and A; kMaxGeneric in the .cpp
+BUILD_DIR_ENV = "CTRBENCH_BUILD_DIR"
+
+
+def build_dir() -> Path:
+    """Where the compiled kernel is kept: $CTRBENCH_BUILD_DIR, else ~/.cache/ctrbench/build."""
+    if os.environ.get(BUILD_DIR_ENV):
+        return Path(os.environ[BUILD_DIR_ENV]).expanduser()
+    return user_cache_root() / "build"
+
+
+@functools.lru_cache(maxsize=None)
+def _build():
+    """(extension module, None) or (None, why it could not be built)."""
+    try:
+        from torch.utils.cpp_extension import load
+        if shutil.which("ninja") is None:          # torch's builder runs `ninja`; the pip package has one
+            import ninja
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
+        # -march=native: the build is for this machine's vector units; the name keeps the builds for
+        # different ones (a shared home folder) apart.
+        capability = torch.backends.cpu.get_cpu_capability().lower()
+        name = f"ctrbench_afm_kernel_{capability}_{digest}"
+        directory = build_dir() / name
+        directory.mkdir(parents=True, exist_ok=True)
+        if not (directory / f"{name}.so").exists():
+            print(f"ctrbench: compiling the afm_kernel CPU extension into {directory} (once; 20-60 s)...",
+                  file=sys.stderr, flush=True)
+        module = load(name=name, sources=[str(SOURCE)], build_directory=str(directory),
+                      extra_cflags=["-O3", "-march=native"], verbose=False)
+        return module, None
+    except Exception as error:  # noqa: BLE001 - any build failure means "run afm_fused instead"
+        return None, f"{type(error).__name__}: {str(error).strip()[-2000:]}"
+
+
+def kernel_status() -> tuple[bool, str]:
+    """(built, reason it is not) — builds it on first call."""
+    module, why = _build()
+    return module is not None, why or ""
+
+
+class _KernelAttentionPooling(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, V, W, b, h, mask):
+        out, weights = _build()[0].forward(V, W, b, h, mask, False)
+        ctx.save_for_backward(V, W, b, h, weights, mask)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        dV, dW, db, dh = _build()[0].backward(*ctx.saved_tensors, g)
+        return dV, dW, db, dh, None
+
+
+@register_interaction("afm_kernel", output=ATTENTION_POOLED)
+class KernelAttentionPooling(FusedAttentionPooling):
+    """AFM pooling as a per-sample C++ CPU kernel (afm_fused elsewhere). Equal to `attention_pooling_reference`.
+
+    Saves V, the weights and the dropout mask only.
+    """
+
+    devices = ("cpu",)     # where its own code runs; elsewhere it is afm_fused
+    _warned = False
+
+    def _use_kernel(self, emb: torch.Tensor, attention) -> bool:
+        if emb.device.type != "cpu" or emb.dtype not in (torch.float32, torch.float64):
+            return False
+        if any(p.dtype != emb.dtype for p in attention.parameters()):
+            return False
+        if max(emb.shape[2], attention.hidden.out_features) > MAX_KERNEL_DIM:
+            return False
+        built, why = kernel_status()
+        if not built and not KernelAttentionPooling._warned:
+            KernelAttentionPooling._warned = True
+            warnings.warn(f"afm_kernel could not be built, running afm_fused instead: {why}", stacklevel=3)
+        return built
+
+    def _attention_tensors(self, attention):
+        return attention.hidden.weight, attention.hidden.bias, attention.score.weight.view(-1)
+
+    def forward(self, emb: torch.Tensor, attention) -> torch.Tensor:
+        if not self._use_kernel(emb, attention):
+            return super().forward(emb, attention)
+        B, F, _ = emb.shape
+        mask = emb.new_empty(0)
+        if attention.dropout.training and attention.dropout.p > 0:   # the module's own mask, as the reference
+            mask = attention.dropout(emb.new_ones(B, F * (F - 1) // 2))
+        return _KernelAttentionPooling.apply(emb.contiguous(), *self._attention_tensors(attention), mask)
+
+    def attention_weights(self, emb: torch.Tensor, attention) -> torch.Tensor:
+        if not self._use_kernel(emb, attention):
+            return super().attention_weights(emb, attention)
+        with torch.no_grad():
+            return _build()[0].forward(emb.contiguous(), *self._attention_tensors(attention), emb.new_empty(0), True)[1]
