@@ -85,13 +85,25 @@ class TrainedRun:
     wall_seconds: float
 
 
+def model_hparams(spec: RunSpec, dataset) -> dict:
+    """The spec's hyper-parameters, with those a data set supplies filled in where the run leaves them
+    unset (null): qAFM's query is the data set's item side, where its loader declares one."""
+    supplied = {"query_fields": list(getattr(dataset, "item_fields", ())) or None}
+    hparams = dict(spec.hparams)
+    for name, value in supplied.items():
+        if name in model_entry(spec.model).hparams and value is not None and hparams.get(name) is None:
+            hparams[name] = value
+    return hparams
+
+
 def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
                    world_size: int = 1, model_wrapper=None) -> TrainedRun:
     """Build the spec's model with its seed, train it with early stopping on the already loaded dataset
     (split by `spec.seed`), restore the best epoch and score the test split once."""
     device = resolve_device(spec.device)
     generator = seed_everything(spec.seed)
-    model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction, **spec.hparams).to(device)
+    model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction,
+                         **model_hparams(spec, dataset)).to(device)
     trained = model_wrapper(model) if model_wrapper else model
     train, validation, test = (as_tensors(dataset, s, device) for s in ("train", "validation", "test"))
     wall_start = time.perf_counter()

@@ -73,6 +73,9 @@ class Dataset:
     codebooks: list[FieldCodebook]
     truth: dict | None = None
     stats: dict = field(default_factory=dict)   # e.g. skipped bad lines, cache hit, seconds
+    # Fields that describe the item (product, app, ad) rather than the user or the context: qAFM's
+    # default query. Empty where a layout does not say.
+    item_fields: tuple[int, ...] = ()
 
     @property
     def offsets(self) -> np.ndarray:

@@ -107,4 +107,5 @@ def load_frappe(data_dir: Path, seed: int = 0, on_bad_lines: str = "error", use_
                "split": "files" if file_split else "seed 8:1:1"}
     codebooks = [FieldCodebook([], f"{name} #") for name in FRAPPE_FIELDS]
     return Dataset(name="frappe", X=X, y=y, field_names=list(FRAPPE_FIELDS), field_dims=list(FRAPPE_DIMS),
-                   splits=splits, options=options, codebooks=codebooks, stats={"skipped_lines": skipped})
+                   splits=splits, options=options, codebooks=codebooks, stats={"skipped_lines": skipped},
+                   item_fields=(FRAPPE_FIELDS.index("item"),))

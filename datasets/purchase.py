@@ -212,4 +212,5 @@ def load_purchase(data_dir=None, seed: int = 0, rows: int = 100_000, hot_spot: b
     options = {"rows": rows, "seed": seed, "hot_spot": hot_spot, "signal": signal, "positive_rate": positive_rate,
                "planted": planted, "n_users": n_users, "n_items": n_items, "main_scale": main_scale}
     return Dataset(name="purchase", X=X, y=y, field_names=list(FIELD_NAMES), field_dims=list(FIELD_DIMS),
-                   splits=make_splits(rows, seed), options=options, codebooks=list(CODEBOOKS), truth=truth)
+                   splits=make_splits(rows, seed), options=options, codebooks=list(CODEBOOKS), truth=truth,
+                   item_fields=tuple(range(USER_FIELDS, len(FIELD_DIMS))))

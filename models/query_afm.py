@@ -6,21 +6,6 @@ from torch import nn
 from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pair_fields
 from .registry import PAIRS, build_interaction, register_model
 
-# The item side of the layouts this benchmark knows, recognised by their field sizes, for the default
-# query. purchase: fields 7-9 (category_l2, brand, origin); frappe: field 1 (item), the article's
-# "召回的目标商品" (the target item). Any other layout falls back to its last field.
-_ITEM_FIELDS = {
-    (7, 2, 6, 8, 5, 5, 5, 12, 16, 6): (7, 8, 9),               # purchase
-    (957, 4082, 7, 7, 2, 3, 2, 9, 80, 233): (1,),              # frappe
-}
-
-
-def default_query_fields(field_dims) -> tuple[int, ...]:
-    """The item-side fields of a known layout (purchase: (7, 8, 9), frappe: (1,)), else the last field."""
-    field_dims = tuple(int(d) for d in field_dims)
-    return _ITEM_FIELDS.get(field_dims, (len(field_dims) - 1,))
-
-
 def check_query_fields(query_fields, num_fields: int) -> tuple[int, ...]:
     """A non-empty tuple of distinct field indices in [0, num_fields), or a ValueError saying what is wrong."""
     if isinstance(query_fields, int) and not isinstance(query_fields, bool):
@@ -70,7 +55,7 @@ class QueryPairAttention(nn.Module):
     "attn_dim": (16, "size A of the attention net's hidden layer"),
     "dropout": (0.2, "dropout on the attention weights"),
     "query_fields": (None, "field indices whose mean embedding is the attention's query; null = the "
-                           "item side: [7, 8, 9] on purchase, [1] (item) on frappe, else the last field"),
+                           "data set's item fields ([7, 8, 9] on purchase, [1] on frappe), else the last field"),
 })
 class QueryAFM(nn.Module):
     """AFM whose attention also sees a query from the sample itself (the article's proposal).
@@ -87,8 +72,8 @@ class QueryAFM(nn.Module):
                  dropout: float = 0.2, query_fields=None):
         super().__init__()
         self.fields = FieldIds(field_dims)
-        if query_fields is None:
-            query_fields = default_query_fields(self.fields.field_dims)
+        if query_fields is None:      # the protocol passes the data set's item fields where it has them
+            query_fields = (self.fields.num_fields - 1,)
         self.query_fields = check_query_fields(query_fields, self.fields.num_fields)
         self.register_buffer("query_index", torch.tensor(self.query_fields), persistent=False)
         self.linear = FeaturesLinear(self.fields.vocab_size)

@@ -175,6 +175,7 @@ def test_frappe_tiny_files_split_by_seed(tmp_path):
     assert ds.field_dims == [957, 4082, 7, 7, 2, 3, 2, 9, 80, 233] and ds.vocab_size == 5382
     assert ds.options["split"] == "seed 8:1:1"
     assert ds.describe_feature(5381) == ("city", "city #232")
+    assert [ds.field_names[f] for f in ds.item_fields] == ["item"]
     assert np.array_equal(ds.X, load("frappe", data_dir=tmp_path, seed=0).X)
 
 

@@ -106,17 +106,21 @@ def test_qafm_without_query_weights_is_afm():
     torch.testing.assert_close(qafm.attention_weights(x), afm.attention_weights(x))
 
 
-def test_qafm_default_query_is_the_item_side():
-    assert create_model("qafm", FIELD_DIMS).query_fields == (9,)          # unknown layout: last field
+def test_qafm_default_query_is_the_last_field_unless_given():
+    assert create_model("qafm", FIELD_DIMS).query_fields == (9,)
     assert create_model("qafm", [3, 4], query_fields=0).query_fields == (0,)
-    try:
-        from ctrbench.datasets.libfm import FRAPPE_DIMS
-        from ctrbench.datasets.purchase import FIELD_DIMS as PURCHASE_DIMS
-        from ctrbench.datasets.purchase import USER_FIELDS
-    except Exception as error:  # datasets/ may be mid-edit; the model table is what matters here
-        pytest.skip(f"ctrbench.datasets not importable: {error}")
-    assert create_model("qafm", PURCHASE_DIMS).query_fields == tuple(range(USER_FIELDS, 10))
-    assert create_model("qafm", FRAPPE_DIMS).query_fields == (1,)
+
+
+def test_protocol_gives_qafm_the_data_sets_item_fields_unless_the_run_sets_them():
+    from ctrbench.datasets import load
+    from ctrbench.protocol import RunSpec, model_hparams
+    purchase = load("purchase", rows=200)
+    assert purchase.item_fields == (7, 8, 9)
+    assert [purchase.field_names[f] for f in purchase.item_fields] == ["category_l2", "brand", "origin"]
+    assert model_hparams(RunSpec("purchase", "qafm", "triu_index", 0), purchase)["query_fields"] == [7, 8, 9]
+    given = RunSpec("purchase", "qafm", "triu_index", 0, hparams={"query_fields": [2]})
+    assert model_hparams(given, purchase)["query_fields"] == [2]
+    assert "query_fields" not in model_hparams(RunSpec("purchase", "afm", "triu_index", 0), purchase)
 
 
 @pytest.mark.parametrize("query_fields,match", [
