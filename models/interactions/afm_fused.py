@@ -68,6 +68,21 @@ def _products(V: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
     return torch.mul(V[:, None], partners, out=V.new_empty(partners.shape))
 
 
+def dropout_mask(emb: torch.Tensor, attention) -> torch.Tensor | None:
+    """The attention module's own dropout mask (B, P) in i < j pair order, drawn where the reference
+    draws it (nothing between draws random numbers), or None where the reference drops nothing
+    (eval mode, p = 0: no draw there either)."""
+    if not (attention.dropout.training and attention.dropout.p > 0):
+        return None
+    num_fields = emb.shape[1]
+    return attention.dropout(emb.new_ones(emb.shape[0], num_fields * (num_fields - 1) // 2))
+
+
+def parameter_grads(W, b, h, dW_h, db_h):
+    """(dW, db, dh) from dW_h = dZ'^T Q and db_h = Σ_p dZ'_p (see the algebra above)."""
+    return h[:, None] * dW_h, h * db_h, (W * dW_h).sum(1) + b * db_h
+
+
 class _FusedAttentionPooling(torch.autograd.Function):
 
     @staticmethod
@@ -132,8 +147,7 @@ class _FusedAttentionPooling(torch.autograd.Function):
             padded[:, :, :K] = padded[:, :, F:]
             to_j = padded.as_strided((n, F, K, E), (padded.stride(0), E, (F + K - 1) * E, 1), (K - 1) * E)
             torch.add(dQ.mul_(partners).sum(1), to_j.sum(2), out=dV[lo:lo + n])   # + dv_i
-        dh = (W * dW_h).sum(1) + b * db_h
-        return dV, h[:, None] * dW_h, h * db_h, dh, None, None, None, None, None
+        return (dV, *parameter_grads(W, b, h, dW_h, db_h), None, None, None, None, None)
 
 
 @register_interaction("afm_fused", output=ATTENTION_POOLED)
@@ -165,11 +179,9 @@ class FusedAttentionPooling(nn.Module):
             mask, repeat_bias, self.K, max(1, budget // per_row), weights_only)
 
     def forward(self, emb: torch.Tensor, attention) -> torch.Tensor:
-        mask = None
-        # The module's own mask, drawn where the reference draws it (p = 0 draws nothing there either).
-        if attention.dropout.training and attention.dropout.p > 0:
-            pairs = self.num_fields * (self.num_fields - 1) // 2
-            mask = attention.dropout(emb.new_ones(emb.shape[0], pairs)).index_select(1, self.slot_pair)
+        mask = dropout_mask(emb, attention)
+        if mask is not None:
+            mask = mask.index_select(1, self.slot_pair)
         return self._run(emb, attention, mask, weights_only=False)
 
     def attention_weights(self, emb: torch.Tensor, attention) -> torch.Tensor:

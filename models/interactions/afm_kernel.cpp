@@ -241,7 +241,8 @@ std::vector<at::Tensor> afm_forward(at::Tensor V, at::Tensor W, at::Tensor b, at
   return {out, weights};
 }
 
-// Returns (dV (B, F, E), dW (A, E), db (A), dh (A)).
+// Returns (dV (B, F, E), dW_h = sum dZ'^T q (A, E), db_h = sum dZ' (A)); afm_kernel.py turns the last two
+// into the parameters' gradients, as afm_fused does.
 std::vector<at::Tensor> afm_backward(at::Tensor V, at::Tensor W, at::Tensor b, at::Tensor h, at::Tensor weights,
                                      at::Tensor mask, at::Tensor g) {
   check_inputs(V, W, mask);
@@ -283,8 +284,7 @@ std::vector<at::Tensor> afm_backward(at::Tensor V, at::Tensor W, at::Tensor b, a
       }
     });
   });
-  // dW = h * dZ'^T Q, db = h * sum dZ', dh = rowsum(W * dZ'^T Q) + b * sum dZ' (afm_fused.py)
-  return {dV, h.unsqueeze(1) * dW_h, h * db_h, (W * dW_h).sum(1) + b * db_h};
+  return {dV, dW_h, db_h};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

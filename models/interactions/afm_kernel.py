@@ -32,7 +32,7 @@ from torch.autograd.function import once_differentiable
 
 from ...datasets.core import user_cache_root
 from ..registry import ATTENTION_POOLED, register_interaction
-from .afm_fused import FusedAttentionPooling
+from .afm_fused import FusedAttentionPooling, dropout_mask, parameter_grads
 
 SOURCE = Path(__file__).with_name("afm_kernel.cpp")
 MAX_KERNEL_DIM = 64     # E and A; kMaxGeneric in the .cpp
@@ -88,8 +88,9 @@ class _KernelAttentionPooling(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        dV, dW, db, dh = _build()[0].backward(*ctx.saved_tensors, g)
-        return dV, dW, db, dh, None
+        V, W, b, h, weights, mask = ctx.saved_tensors
+        dV, dW_h, db_h = _build()[0].backward(V, W, b, h, weights, mask, g)
+        return (dV, *parameter_grads(W, b, h, dW_h, db_h), None)
 
 
 @register_interaction("afm_kernel", output=ATTENTION_POOLED)
@@ -121,11 +122,9 @@ class KernelAttentionPooling(FusedAttentionPooling):
     def forward(self, emb: torch.Tensor, attention) -> torch.Tensor:
         if not self._use_kernel(emb, attention):
             return super().forward(emb, attention)
-        B, F, _ = emb.shape
-        mask = emb.new_empty(0)
-        if attention.dropout.training and attention.dropout.p > 0:   # the module's own mask, as the reference
-            mask = attention.dropout(emb.new_ones(B, F * (F - 1) // 2))
-        return _KernelAttentionPooling.apply(emb.contiguous(), *self._attention_tensors(attention), mask)
+        mask = dropout_mask(emb, attention)
+        return _KernelAttentionPooling.apply(emb.contiguous(), *self._attention_tensors(attention),
+                                             emb.new_empty(0) if mask is None else mask)
 
     def attention_weights(self, emb: torch.Tensor, attention) -> torch.Tensor:
         if not self._use_kernel(emb, attention):
