@@ -10,7 +10,7 @@ import torch
 
 from . import interactions  # noqa: F401  (registers every implementation)
 from .layers import pair_fields
-from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_pair, create_model,
+from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_pair, create_model, running_backend,
                        interaction_entry, list_interactions, list_models, model_entry,
                        register_interaction, register_model)
 

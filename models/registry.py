@@ -9,6 +9,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from torch import nn
 
 # What an interaction returns, and therefore which models can use it.
@@ -152,3 +153,27 @@ def create_model(name: str, field_dims, interaction: str | nn.Module | None = No
         raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
                          f"known: {sorted(entry.hparams)}")
     return entry.builder(field_dims, interaction=interaction, **hparams)
+
+
+def running_backend(model: nn.Module, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> str:
+    """The name of the code that actually computes `model`'s pairwise product on `device`.
+
+    An implementation that can fall back (afm_kernel off the CPU or without a compiler) defines
+    `backend(device, dtype, embed_dim, attn_dim) -> str` naming what will run; any other one runs
+    itself. Records and benchmarks store this, so a fallback's numbers are never filed under the
+    name of the implementation that did not run. Device and dtype default to the model's own.
+    """
+    interaction = getattr(model, "interaction", None)
+    if interaction is None:
+        return type(model).__name__
+    name = getattr(interaction, "registry_name", type(interaction).__name__)
+    resolve = getattr(interaction, "backend", None)
+    if resolve is None:
+        return name
+    parameter = next(model.parameters())
+    device = torch.device(device) if device is not None else parameter.device
+    embed_dim = model.embedding.embedding.embedding_dim if hasattr(model, "embedding") else None
+    attention = getattr(model, "attention", None)
+    attn_dim = attention.hidden.out_features if attention is not None else None
+    return resolve(device, dtype or parameter.dtype, embed_dim, attn_dim)

@@ -103,18 +103,27 @@ class KernelAttentionPooling(FusedAttentionPooling):
     devices = ("cpu",)     # where its own code runs; elsewhere it is afm_fused
     _warned = False
 
+    def backend(self, device: torch.device, dtype: torch.dtype, embed_dim: int, attn_dim: int) -> str:
+        """What runs for these inputs: "afm_kernel", or "afm_fused" and why (see running_backend)."""
+        if device.type != "cpu":
+            return f"afm_fused (afm_kernel runs on the CPU only, not {device.type})"
+        if dtype not in (torch.float32, torch.float64):
+            return f"afm_fused (afm_kernel takes float32/float64, not {dtype})"
+        if max(embed_dim, attn_dim) > MAX_KERNEL_DIM:
+            return f"afm_fused (afm_kernel takes E, A <= {MAX_KERNEL_DIM})"
+        built, why = kernel_status()
+        return "afm_kernel" if built else "afm_fused (afm_kernel could not be built)"
+
     def _use_kernel(self, emb: torch.Tensor, attention) -> bool:
-        if emb.device.type != "cpu" or emb.dtype not in (torch.float32, torch.float64):
-            return False
         if any(p.dtype != emb.dtype for p in attention.parameters()):
             return False
-        if max(emb.shape[2], attention.hidden.out_features) > MAX_KERNEL_DIM:
+        if self.backend(emb.device, emb.dtype, emb.shape[2], attention.hidden.out_features) != "afm_kernel":
+            built, why = kernel_status() if emb.device.type == "cpu" else (True, "")
+            if not built and not KernelAttentionPooling._warned:
+                KernelAttentionPooling._warned = True
+                warnings.warn(f"afm_kernel could not be built, running afm_fused instead: {why}", stacklevel=3)
             return False
-        built, why = kernel_status()
-        if not built and not KernelAttentionPooling._warned:
-            KernelAttentionPooling._warned = True
-            warnings.warn(f"afm_kernel could not be built, running afm_fused instead: {why}", stacklevel=3)
-        return built
+        return True
 
     def _attention_tensors(self, attention):
         return attention.hidden.weight, attention.hidden.bias, attention.score.weight.view(-1)
