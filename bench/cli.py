@@ -1,4 +1,4 @@
-"""Command line: `ctrbench run | leaderboard | list | attention | gate | gate-baseline` (also `python -m ctrbench ...`)."""
+"""Command line: `ctrbench run | leaderboard | list | attention | gate | gate-baseline | download` (also `python -m ctrbench ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -167,12 +167,31 @@ def command_gate(args) -> int:
     return 1 if regressions else 0
 
 
+def add_download_parser(commands) -> None:
+    parser = commands.add_parser("download", help="fetch a public dataset into the data folder",
+                                 description="Fetch a public dataset from its official address into "
+                                             "DATA_DIR/<name>/, checking sizes and checksums; files already "
+                                             "there and matching are kept.")
+    parser.add_argument("name", help="the dataset (frappe, criteo, movielens; avazu is behind a login and is fetched by hand)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where to put it (default: $CTRBENCH_DATA_DIR, else ~/.cache/ctrbench/datasets)")
+    parser.set_defaults(handler=command_download)
+
+
+def command_download(args) -> int:
+    from ctrbench.datasets import download
+    print(f"download: {args.name} is in {download(args.name, args.data_dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR feature-interaction models "
                                      "and their pairwise-product implementations.")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback instead of one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_run_parser, add_leaderboard_parser, add_list_parser, add_attention_parser,
-                add_gate_parser, add_gate_baseline_parser):
+                add_gate_parser, add_gate_baseline_parser, add_download_parser):
         add(commands)
     return parser
 
@@ -181,13 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"ctrbench {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\nctrbench {args.command}: interrupted. Finished runs are stored; the same command resumes.",
               file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - a user sees one line; --debug shows where it came from
+        if args.debug:
+            raise
+        text = error.for_cli() if hasattr(error, "for_cli") else str(error)
+        known = isinstance(error, (ValueError, OSError, RuntimeError, ImportError))
+        kind = "" if known else f"{type(error).__name__}: "
+        print(f"ctrbench {args.command}: error: {kind}{text} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,8 +16,63 @@ DATA_DIR_ENV = "CTRBENCH_DATA_DIR"
 CACHE_DIR_ENV = "CTRBENCH_CACHE_DIR"
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not where we looked; the message says which files to put where."""
+# How each place a dataset is looked for is named, in the words of the interface the user is in.
+PLACE_WORDS = {
+    "explicit": {"api": "data_dir=...", "cli": "--data-dir"},
+    "env": {"api": f"${DATA_DIR_ENV}", "cli": f"${DATA_DIR_ENV}"},
+    "shared": {"api": "../shared/datasets beside the repository", "cli": "../shared/datasets beside the repository"},
+    "cache": {"api": "the user cache", "cli": "the user cache"},
+    "cwd": {"api": "the current folder", "cli": "the current folder"},
+    "file": {"api": "file=...", "cli": "--data-option file=..."},
+}
+
+
+class WordedError(Exception):
+    """An error whose text depends on the interface: `str()` speaks the Python API, `for_cli()` the
+    command line's words (`--data-dir`, `--data-option path=...`)."""
+
+    def for_cli(self) -> str:
+        return str(self)
+
+
+class DatasetOptionError(WordedError, ValueError):
+    """A dataset option is missing or wrong."""
+
+    def __init__(self, api: str, cli: str):
+        super().__init__(api)
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        return self.cli
+
+
+class DatasetNotFoundError(WordedError, FileNotFoundError):
+    """A dataset's files are in none of the places searched; the message names every place searched
+    and which files to put there."""
+
+    def __init__(self, name: str, searched: Sequence[tuple[Path, str]], wanted: Sequence[str], hint: str = "",
+                 downloadable: bool = False):
+        self.name, self.searched, self.wanted = name, list(searched), list(wanted)
+        self.hint, self.downloadable = hint, downloadable
+        super().__init__(self.worded("api"))
+
+    def worded(self, words: str) -> str:
+        places = "; ".join(f"{path} ({PLACE_WORDS[origin][words]})" for path, origin in self.searched)
+        if self.name == "csv":
+            where = "--data-option path=FILE" if words == "cli" else "path=..."
+            return f"dataset 'csv': no file {', '.join(self.wanted)}. Searched: {places}. Pass {where}."
+        where = "--data-dir DIR" if words == "cli" else "data_dir=..."
+        fetch = {"api": f" ctrbench.datasets.download({self.name!r}) fetches them.",
+                 "cli": f" `ctrbench download {self.name}` fetches them."}[words] if self.downloadable else ""
+        return (f"dataset {self.name!r}: no data found. Searched: {places}. Put {', '.join(self.wanted)} in "
+                f"a folder {self.name}/ and pass {where} (its parent), or set ${DATA_DIR_ENV} to that parent."
+                f" {self.hint}".rstrip() + fetch)
+
+    def __str__(self) -> str:
+        return self.worded("api")
+
+    def for_cli(self) -> str:
+        return self.worded("cli")
 
 
 class BadInputError(ValueError):
@@ -141,16 +196,26 @@ def user_cache_root() -> Path:
     return Path(base) / "ctrbench"
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Explicit argument > $CTRBENCH_DATA_DIR > ../shared/datasets (if present) > ~/.cache/ctrbench/datasets."""
+def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """Where datasets are looked for, in order, each with how it was chosen: an explicit argument or
+    $CTRBENCH_DATA_DIR alone; otherwise ../shared/datasets (if present), then ~/.cache/ctrbench/datasets."""
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        return [(Path(data_dir).expanduser(), "explicit")]
     if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+        return [(Path(os.environ[DATA_DIR_ENV]).expanduser(), "env")]
     shared = repo_shared_datasets()
-    if shared.is_dir():
-        return shared
-    return user_cache_root() / "datasets"
+    return ([(shared, "shared")] if shared.is_dir() else []) + [(user_cache_root() / "datasets", "cache")]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, name: str | None = None) -> Path:
+    """Explicit argument > $CTRBENCH_DATA_DIR > ../shared/datasets (if present) > ~/.cache/ctrbench/datasets.
+    With `name`, the first of those that holds a folder `name/`."""
+    candidates = data_dir_candidates(data_dir)
+    if name is not None:
+        for folder, _ in candidates:
+            if (folder / name).is_dir():
+                return folder
+    return candidates[0][0]
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -163,8 +228,7 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return user_cache_root() / "preprocessed"
 
 
-def missing_files_error(name: str, folder: Path, wanted: Sequence[str], hint: str = "") -> DatasetNotFoundError:
-    files = ", ".join(wanted)
-    return DatasetNotFoundError(
-        f"dataset {name!r}: no data found in {folder}. Put {files} there "
-        f"(or pass data_dir=..., or set ${DATA_DIR_ENV} to a folder holding {name}/). {hint}".strip())
+def missing_files_error(name: str, folder: Path, wanted: Sequence[str], hint: str = "",
+                        downloadable: bool = False, origin: str = "explicit") -> DatasetNotFoundError:
+    """The error for files missing from one folder; `load` widens `searched` to every place it looked."""
+    return DatasetNotFoundError(name, [(Path(folder), origin)], wanted, hint, downloadable)

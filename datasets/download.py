@@ -85,7 +85,8 @@ def download(name: str, data_dir=None, timeout: float = 60.0) -> Path:
     if name in MANUAL:
         raise DownloadError(MANUAL[name].format(folder=folder))
     if name not in SOURCES:
-        raise KeyError(f"no download for {name!r}; downloadable: {sorted(SOURCES)} (manual: {sorted(MANUAL)})")
+        raise ValueError(f"no download for {name!r}; downloadable: {', '.join(sorted(SOURCES))} "
+                         f"(fetched by hand: {', '.join(sorted(MANUAL))})")
     folder.mkdir(parents=True, exist_ok=True)
     for remote in SOURCES[name]:
         target = folder / remote.filename
@@ -97,8 +98,8 @@ def download(name: str, data_dir=None, timeout: float = 60.0) -> Path:
         except (urllib.error.URLError, OSError) as error:
             raise DownloadError(
                 f"could not fetch {remote.url} ({error}). Download it by hand and put "
-                f"{remote.filename} in {folder}/ (or point data_dir / $CTRBENCH_DATA_DIR at a folder "
-                f"holding {name}/{remote.filename}).") from None
+                f"{remote.filename} in {folder}/ (or in DIR/{name}/ of a folder DIR of your choice, and name DIR "
+                f"by $CTRBENCH_DATA_DIR, by --data-dir on the command line or data_dir=... in Python).") from None
         if fetched.suffixes[-2:] == [".tar", ".gz"]:
             with tarfile.open(fetched) as archive:
                 member = next(m for m in archive.getmembers() if Path(m.name).name == remote.filename)

@@ -92,8 +92,8 @@ def load_frappe(data_dir: Path, seed: int = 0, on_bad_lines: str = "error", use_
         parts = [p for p in ("train", "validation", "test") if p in present]
     else:
         raise missing_files_error("frappe", folder, list(FRAPPE_FILES.values()),
-                                  "At least frappe.validation.libfm and frappe.test.libfm are needed; "
-                                  "ctrbench.datasets.download('frappe') fetches them.")
+                                  "At least frappe.validation.libfm and frappe.test.libfm are needed.",
+                                  downloadable=True)
     Xs, ys, skipped = [], [], 0
     for part in parts:
         X, y, bad = read_libfm(present[part], FRAPPE_DIMS, on_bad_lines)

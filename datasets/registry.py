@@ -5,7 +5,8 @@ import csv
 from pathlib import Path
 from typing import Callable
 
-from .core import Dataset, missing_files_error, resolve_data_dir
+from .core import (Dataset, DatasetNotFoundError, DatasetOptionError, data_dir_candidates, missing_files_error,
+                   resolve_data_dir)
 from .libfm import load_frappe
 from .purchase import load_purchase
 from .tabular import Encoding, TableSpec, avazu_spec, criteo_spec, first_line, load_table, movielens_spec
@@ -27,13 +28,13 @@ def _find_file(name: str, data_dir: Path, file: str | None) -> Path:
         path = Path(file)
         path = path if path.is_absolute() or path.exists() else folder / path
         if not path.is_file():
-            raise missing_files_error(name, path.parent, [path.name])
+            raise DatasetNotFoundError(name, [(path, "file")], [path.name])
         return path
     for candidate in CANDIDATE_FILES[name]:
         if (folder / candidate).is_file():
             return folder / candidate
-    raise missing_files_error(name, folder, CANDIDATE_FILES[name][:1],
-                              f"(any of {CANDIDATE_FILES[name]}); see ctrbench.datasets.download({name!r}).")
+    raise missing_files_error(name, folder, CANDIDATE_FILES[name][:1], f"(Any of {CANDIDATE_FILES[name]}.)",
+                              downloadable=True)
 
 
 def _encoding(name: str, categorical: str, min_count: int | None, hash_buckets: int, on_bad_lines: str,
@@ -46,7 +47,7 @@ def load_public_table(name: str, data_dir=None, seed: int = 0, file: str | None 
                       min_count: int | None = None, hash_buckets: int = 100_000, on_bad_lines: str = "error",
                       block_size: int = 4 << 20, cache_dir=None, use_cache: bool = True) -> Dataset:
     """criteo / avazu / movielens from data_dir/<name>/ (layout detected from the first line)."""
-    path = _find_file(name, resolve_data_dir(data_dir), file)
+    path = _find_file(name, resolve_data_dir(data_dir, name), file)
     spec = SPECS[name](first_line(path))
     encoding = _encoding(name, categorical, min_count, hash_buckets, on_bad_lines, block_size)
     return load_table(path, spec, seed, encoding, cache_dir=cache_dir, use_cache=use_cache)
@@ -61,14 +62,21 @@ def load_csv(data_dir=None, seed: int = 0, path: str | None = None, label: str =
     """Any CSV/TSV: `label` column (0/1 or -1/+1, or >= label_threshold), categorical and numeric columns.
     delimiter None: tab if the first line has one, else comma. column_names: for files without a header."""
     if path is None:
-        raise ValueError("load('csv') needs path=... (a relative path is looked up in data_dir too)")
+        raise DatasetOptionError("load('csv') needs path=... (a relative path is looked up in data_dir too)",
+                                 "--dataset csv needs --data-option path=FILE (a relative path is looked up "
+                                 "in --data-dir too)")
     file = Path(path)
     if not file.is_absolute() and not file.exists():
-        file = resolve_data_dir(data_dir) / file
+        searched = [(file.resolve(), "cwd")] + [(folder / file, origin) for folder, origin in data_dir_candidates(data_dir)]
+        file = next((candidate for candidate, _ in searched[1:] if candidate.is_file()), searched[1][0])
+        if not file.is_file():
+            raise DatasetNotFoundError("csv", searched, [Path(path).name])
     if not file.is_file():
-        raise missing_files_error("csv", file.parent, [file.name])
+        raise DatasetNotFoundError("csv", [(file, "file")], [file.name])
     if not categorical and not numeric:
-        raise ValueError("load('csv') needs categorical=[...] and/or numeric=[...] column names")
+        raise DatasetOptionError("load('csv') needs categorical=[...] and/or numeric=[...] column names",
+                                 "--dataset csv needs --data-option categorical=[...] and/or "
+                                 "--data-option numeric=[...] (column names)")
     line = first_line(file)
     spec = TableSpec(name="csv", label=label, numeric=list(numeric), categorical=list(categorical),
                      column_names=list(column_names) if column_names else None,
@@ -86,7 +94,7 @@ def load_csv(data_dir=None, seed: int = 0, path: str | None = None, label: str =
 
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "purchase": lambda data_dir=None, seed=0, **o: load_purchase(data_dir, seed=seed, **o),
-    "frappe": lambda data_dir=None, seed=0, **o: load_frappe(resolve_data_dir(data_dir), seed=seed, **o),
+    "frappe": lambda data_dir=None, seed=0, **o: load_frappe(resolve_data_dir(data_dir, "frappe"), seed=seed, **o),
     "criteo": lambda data_dir=None, seed=0, **o: load_public_table("criteo", data_dir, seed, **o),
     "avazu": lambda data_dir=None, seed=0, **o: load_public_table("avazu", data_dir, seed, **o),
     "movielens": lambda data_dir=None, seed=0, **o: load_public_table("movielens", data_dir, seed, **o),
@@ -111,5 +119,12 @@ def load(name: str, data_dir=None, seed: int = 0, **options) -> Dataset:
                label_threshold=None, encoding="vocab"|"hash", min_count=1, plus the cache/bad-line options
     """
     if name not in LOADERS:
-        raise KeyError(f"unknown dataset {name!r}; known: {list_datasets()}")
-    return LOADERS[name](data_dir=data_dir, seed=seed, **options)
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    try:
+        return LOADERS[name](data_dir=data_dir, seed=seed, **options)
+    except DatasetNotFoundError as error:
+        # A loader looks in the one folder chosen for it; say every place that was searched.
+        if ((name in CANDIDATE_FILES or name == "frappe") and "file" not in options
+                and [origin for _, origin in error.searched] == ["explicit"]):
+            error.searched = [(folder / name, origin) for folder, origin in data_dir_candidates(data_dir)]
+        raise

@@ -46,6 +46,64 @@ def test_bad_requests_exit_2_with_a_message(tmp_path, capsys, args, message):
 
 
 def test_help_of_every_command():
-    for command in ([], ["run"], ["leaderboard"], ["list"], ["attention"], ["gate"], ["gate-baseline"]):
+    for command in ([], ["run"], ["leaderboard"], ["list"], ["attention"], ["gate"], ["gate-baseline"], ["download"]):
         done = subprocess.run([sys.executable, "-m", "ctrbench", *command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "usage: ctrbench" in done.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "nosuchdata"], "unknown dataset 'nosuchdata'; known: purchase"),
+    (["--dataset", "frappe", "--data-dir", "/nonexistent"], "/nonexistent/frappe (--data-dir)"),
+    (["--dataset", "csv"], "--dataset csv needs --data-option path=FILE"),
+    (["--dataset", "csv", "--data-option", "path=nope.csv"], "Pass --data-option path=FILE"),
+])
+def test_every_cli_error_is_one_line_in_the_cli_words(tmp_path, capsys, args, message):
+    assert main(["run", "--results-dir", str(tmp_path), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "data_dir=" not in err and "load('csv')" not in err and "ctrbench.datasets." not in err
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    import ctrbench.cli as cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("planted")
+    monkeypatch.setattr(cli, "run_grid", broken)
+    args = ["run", "--results-dir", str(tmp_path), "--quiet", "--models", "fm", "--seeds", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ctrbench run: error: KeyError: 'planted'") and len(err.strip().splitlines()) == 1
+    with pytest.raises(KeyError, match="planted"):
+        main(["--debug", *args])
+
+
+def test_not_found_names_every_place_searched(tmp_path, monkeypatch):
+    from ctrbench.datasets import DatasetNotFoundError, load
+    from ctrbench.datasets import core
+    monkeypatch.delenv("CTRBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setattr(core, "repo_shared_datasets", lambda: shared)
+    with pytest.raises(DatasetNotFoundError) as error:
+        load("movielens")
+    api, cli = str(error.value), error.value.for_cli()
+    for place in (shared / "movielens", tmp_path / "cache" / "ctrbench" / "datasets" / "movielens"):
+        assert str(place) in api and str(place) in cli
+    assert "data_dir=..." in api and "--data-dir DIR" in cli and "data_dir=" not in cli
+    assert "ctrbench.datasets.download('movielens')" in api and "`ctrbench download movielens`" in cli
+
+
+def test_a_dataset_in_the_user_cache_is_found_when_the_shared_folder_lacks_it(tmp_path, monkeypatch):
+    from ctrbench.datasets import core, resolve_data_dir
+    monkeypatch.delenv("CTRBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shared = tmp_path / "shared"
+    (shared / "frappe").mkdir(parents=True)
+    monkeypatch.setattr(core, "repo_shared_datasets", lambda: shared)
+    cached = tmp_path / "cache" / "ctrbench" / "datasets"
+    (cached / "criteo").mkdir(parents=True)
+    assert resolve_data_dir(name="criteo") == cached
+    assert resolve_data_dir(name="frappe") == shared
+    assert resolve_data_dir() == shared

@@ -39,7 +39,7 @@ def check_shape(ds: Dataset, fields: int) -> None:
 
 def test_list_datasets_names_everything():
     assert {"purchase", "frappe", "criteo", "avazu", "movielens", "csv"} <= set(list_datasets())
-    with pytest.raises(KeyError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown dataset"):
         load("nope")
 
 
