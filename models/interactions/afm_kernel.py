@@ -13,7 +13,7 @@ computed is still `attention_pooling_reference` in reference.py.
 
 The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16) is compiled for this machine's
 vector units by torch.utils.cpp_extension on first use (20-60 s, then cached under
-$CTRBENCH_BUILD_DIR or ~/.cache/ctrbench/build) and runs on torch's intra-op thread count. Off the CPU,
+$CTRBENCH_BUILD_DIR or torch's extension folder, keyed by CPU model and flags) and runs on torch's intra-op thread count. Off the CPU,
 for other sizes or dtypes, or where it cannot be built (no C++ compiler), it runs `afm_fused`
 instead (saying why, once, when the build failed), so a model built with it trains anywhere.
 """
@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...datasets.core import user_cache_root
 from ..registry import ATTENTION_POOLED, register_interaction
 from .afm_fused import FusedAttentionPooling, dropout_mask, parameter_grads
 
@@ -40,10 +39,29 @@ BUILD_DIR_ENV = "CTRBENCH_BUILD_DIR"
 
 
 def build_dir() -> Path:
-    """Where the compiled kernel is kept: $CTRBENCH_BUILD_DIR, else ~/.cache/ctrbench/build."""
+    """Where the compiled kernel is kept: $CTRBENCH_BUILD_DIR, else torch's extension folder
+    ($TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions), where torch keeps every extension it builds."""
     if os.environ.get(BUILD_DIR_ENV):
         return Path(os.environ[BUILD_DIR_ENV]).expanduser()
-    return user_cache_root() / "build"
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
+
+
+def machine_key() -> str:
+    """Tells apart CPUs that one `-march=native` build does not serve alike: torch's capability name
+    (avx2, avx512) plus a digest of the CPU model and its feature flags, so a home folder shared by
+    two CPU models never loads the other's build."""
+    described = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = [line for line in cpuinfo if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        described = "".join(sorted(set(lines)))
+    except OSError:
+        import platform
+        described = platform.processor() + platform.machine()
+    digest = hashlib.sha256(described.encode()).hexdigest()[:8]
+    return f"{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,8 +75,7 @@ def _build():
         digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
         # -march=native: the build is for this machine's vector units; the name keeps the builds for
         # different ones (a shared home folder) apart.
-        capability = torch.backends.cpu.get_cpu_capability().lower()
-        name = f"ctrbench_afm_kernel_{capability}_{digest}"
+        name = f"ctrbench_afm_kernel_{machine_key()}_{digest}"
         directory = build_dir() / name
         directory.mkdir(parents=True, exist_ok=True)
         if not (directory / f"{name}.so").exists():
