@@ -1,0 +1,236 @@
+"""`python -m ctrbench.afm_gpu_step --out FILE.json`: issue 15's table in one process on one GPU.
+
+A whole AFM model step (forward, BCE, backward, Adam; E = A = 16, float32, dropout 0.2), train and
+inference, for triu_index (eager), afm_fused, torch.compile of the triu_index model, afm_triton (exact
+float32), afm_triton_tf32, and FM's sum_square on the same fields and batch; F = 39 (criteo's fields) at
+B = 16384, 65536, 4096 and F = 100 at B = 16384. Before timing anything it checks afm_triton (both modes)
+against triu_index on the device, logits and every parameter's gradient, and records the largest
+errors. Each cell: the median of `reps` synchronised steps after `warmup`, and one more step's peak
+CUDA allocation above what was allocated before it. A failing cell (out of memory, any error) is
+recorded and the run goes on; the JSON is rewritten atomically after every cell; past --budget-s no
+new cell starts (the compiled model's cells come last, so a budget cuts those first). The steps are
+cells.model_step's (ModelCell), the same as the benchmark suite's. On an H200: about 3-4 minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ctrbench.models import create_model, interaction_entry, running_backend
+
+from .cells import SHAPES, ModelCell, model_step, random_ids
+from .device_sweep import now
+from .environment import device_name, environment
+from .memory import synchronize
+from .records import write_record
+
+# (label, model, interaction, compiled): the contenders of one shape, run back to back.
+CONTENDERS = (
+    ("triu_index", "afm", "triu_index", False),
+    ("afm_fused", "afm", "afm_fused", False),
+    ("afm_triton", "afm", "afm_triton", False),
+    ("afm_triton_tf32", "afm", "afm_triton_tf32", False),
+    ("fm sum_square", "fm", "sum_square", False),
+    ("compile(triu_index)", "afm", "triu_index", True),
+)
+SHAPE_OF_FIELDS = {39: "criteo", 100: "wide"}
+# The issue's shapes, most wanted first, so a run stopped by the budget has them.
+SHAPES_RUN = ((39, 16384), (39, 65536), (100, 16384), (39, 4096))
+MODES = ("train", "inference")
+CHECKED = ("afm_triton", "afm_triton_tf32")
+
+
+def time_step(step, device: torch.device, warmup: int, reps: int) -> dict:
+    """Median and min of `reps` steps, each between synchronisations; on CUDA the peak allocation of one
+    more step above what was allocated before it (the model, optimizer state and inputs excluded)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(reps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    peak_extra = None
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        peak_extra = torch.cuda.max_memory_allocated(device) - before
+    median = statistics.median(times)
+    return {"median_s": median, "min_s": min(times), "peak_extra_bytes": peak_extra}
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    scale = expected.abs().max().item()
+    return (actual - expected).abs().max().item() / scale if scale else (actual - expected).abs().max().item()
+
+
+def check_against_triu_index(name: str, num_fields: int, batch: int, device: torch.device) -> dict:
+    """`name`'s AFM against the triu_index AFM with the same weights and dropout draw: the largest
+    error of the logits and of each parameter's gradient, relative to the largest reference value."""
+    field_dims = SHAPES[SHAPE_OF_FIELDS[num_fields]]() if num_fields in SHAPE_OF_FIELDS else [10] * num_fields
+    torch.manual_seed(0)
+    fast = create_model("afm", field_dims, interaction=name).to(device)
+    # Unit-sized embeddings: at the model's own (tiny) initialisation every pair gets nearly the same
+    # score, the attention has nothing to say and the gradients of b and h are rounding noise.
+    torch.nn.init.normal_(fast.embedding.embedding.weight)
+    slow = create_model("afm", field_dims, interaction="triu_index").to(device)
+    slow.load_state_dict(fast.state_dict())
+    x = random_ids(field_dims, batch).to(device)
+    results = []
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False           # the reference in exact float32
+    try:
+        for model in (fast, slow):
+            torch.manual_seed(11)
+            logits = model(x)
+            logits.square().mean().backward()
+            results.append((logits.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    (logits, grads), (ref_logits, ref_grads) = results
+    grad_errors = {n: _relative_error(grads[n], ref_grads[n]) for n in ref_grads}
+    tolerance = interaction_entry(name).tolerance or (1e-5, 1e-4)
+    forward_error, grad_error = _relative_error(logits, ref_logits), max(grad_errors.values())
+    return {"impl": name, "num_fields": num_fields, "batch": batch, "backend": running_backend(fast, device),
+            "forward_max_rel_error": forward_error, "grad_max_rel_error": grad_error,
+            "grad_rel_errors": grad_errors, "tolerance": list(tolerance),
+            "within_tolerance": forward_error <= tolerance[0] and grad_error <= tolerance[1]}
+
+
+def run_cell(label: str, model: str, interaction: str, compiled: bool, num_fields: int, batch: int, mode: str,
+             device: torch.device, warmup: int, reps: int) -> dict:
+    """One cell's result, whatever happens: ok, oom or error."""
+    result = {"impl": label, "model": model, "interaction": interaction, "compile": compiled,
+              "num_fields": num_fields, "batch": batch, "mode": mode, "status": None, "backend": None,
+              "median_s": None, "min_s": None, "samples_per_s": None, "peak_extra_bytes": None, "error": None}
+    try:
+        step = model_step(ModelCell(model, interaction, SHAPE_OF_FIELDS[num_fields], batch, mode, compiled), device)
+        result["backend"] = step.backend
+        timed = time_step(step, device, warmup, reps)
+        result.update(timed, status="ok", samples_per_s=batch / timed["median_s"])
+    except Exception as error:  # noqa: BLE001  (a failed cell is a result, not the end of the run)
+        oom = isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+        result.update(status="oom" if oom else "error", error=f"{type(error).__name__}: {error}"[:1000])
+    step = None
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def progress_line(cell: dict, elapsed: float) -> str:
+    shape = f"{elapsed:6.1f}s F={cell['num_fields']:<3} B={cell['batch']:<6} {cell['mode']:<9} {cell['impl']:<20}"
+    if cell["status"] != "ok":
+        return f"{shape} {cell['status'].upper()}: {cell['error']}"[:300]
+    memory = "" if cell["peak_extra_bytes"] is None else f" {cell['peak_extra_bytes'] / 2**20:,.0f} MiB"
+    return f"{shape} {cell['samples_per_s'] / 1e6:8.3f} M samples/s{memory}  [{cell['backend']}]"
+
+
+def run(device: torch.device, out: Path, shapes, modes, contenders, warmup: int, reps: int, budget_s: float,
+        check_batch: int, argv: list[str], clock=time.monotonic, log=print) -> dict:
+    started = clock()
+    document = {"kind": "afm_gpu_step", "environment": environment(device), "device_name": device_name(device),
+                "started": now(), "finished": None, "complete": False, "stopped": None,
+                "settings": {"shapes": [list(s) for s in shapes], "modes": list(modes),
+                             "contenders": [c[0] for c in contenders], "warmup": warmup, "reps": reps,
+                             "budget_s": budget_s, "embed_dim": 16, "attn_dim": 16, "dropout": 0.2,
+                             "dtype": "float32", "float32_matmul_precision": torch.get_float32_matmul_precision(),
+                             "argv": argv},
+                "checks": [], "cells": []}
+    write_record(out, document)
+    log(f"afm_gpu_step on {document['device_name']} ({device}; torch {torch.__version__}), writing {out}")
+    for num_fields in sorted({f for f, _ in shapes}):
+        for name in CHECKED:
+            try:
+                check = check_against_triu_index(name, num_fields, check_batch, device)
+            except Exception as error:  # noqa: BLE001
+                check = {"impl": name, "num_fields": num_fields, "batch": check_batch,
+                         "error": f"{type(error).__name__}: {error}"[:1000], "within_tolerance": False}
+            document["checks"].append(check)
+            write_record(out, document)
+            log(f"check {name} F={num_fields} B={check_batch}: "
+                + (check.get("error") or f"forward {check['forward_max_rel_error']:.2e}, gradients "
+                   f"{check['grad_max_rel_error']:.2e} ({'within' if check['within_tolerance'] else 'OUTSIDE'} "
+                   f"{check['tolerance']}) [{check['backend']}]"))
+    # The compiled model last, over all shapes: its compilation (tens of seconds a shape) is what a
+    # budget cuts, and then every shape still has the eager and Triton figures.
+    cells = [(f, b, mode, c) for compiled in (False, True) for mode in modes for f, b in shapes
+             for c in contenders if c[3] == compiled]
+    for index, (num_fields, batch, mode, (label, model, interaction, compiled)) in enumerate(cells, 1):
+        if clock() - started >= budget_s:
+            document["stopped"] = f"stopped at the time budget ({budget_s:g} s) after {index - 1} of {len(cells)} cells"
+            log(document["stopped"])
+            break
+        cell = run_cell(label, model, interaction, compiled, num_fields, batch, mode, device, warmup, reps)
+        document["cells"].append(cell)
+        write_record(out, document)
+        log(progress_line(cell, clock() - started))
+    else:
+        document["complete"] = True
+    document["finished"] = now()
+    write_record(out, document)
+    log(f"done in {clock() - started:.1f} s; complete={document['complete']}; {out}")
+    return document
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        fields, batch = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIELDSxBATCH like 39x16384, got {text!r}") from None
+    if fields not in SHAPE_OF_FIELDS:
+        raise argparse.ArgumentTypeError(f"fields must be one of {sorted(SHAPE_OF_FIELDS)}, got {fields}")
+    return fields, batch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ctrbench.afm_gpu_step", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    parser.add_argument("--shapes", type=lambda t: [_shape(s) for s in t.split(",") if s.strip()],
+                        default=list(SHAPES_RUN), help="FIELDSxBATCH,... (default 39x16384,39x65536,100x16384,39x4096)")
+    parser.add_argument("--modes", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+                        default=list(MODES), help="train, inference (default both)")
+    parser.add_argument("--impls", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+                        help=f"labels to run (default all: {', '.join(c[0] for c in CONTENDERS)})")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--reps", type=int, default=7, help="timed steps per cell (default 7)")
+    parser.add_argument("--budget-s", type=float, default=200.0, help="start no new cell after this (default 200)")
+    parser.add_argument("--check-batch", type=int, default=4096 + 37, help="batch of the check (default 4133)")
+    args = parser.parse_args(argv)
+    labels = [c[0] for c in CONTENDERS]
+    if bad := [i for i in args.impls or [] if i not in labels]:
+        parser.error(f"unknown contender(s) {bad}; known: {', '.join(labels)}")
+    if bad := [m for m in args.modes if m not in MODES]:
+        parser.error(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
+    if args.reps < 1 or args.warmup < 0:
+        parser.error("--reps must be >= 1 and --warmup >= 0")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA device")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    contenders = [c for c in CONTENDERS if args.impls is None or c[0] in args.impls]
+    run(device, args.out, args.shapes, args.modes, contenders, args.warmup, args.reps, args.budget_s,
+        args.check_batch, sys.argv[1:] if argv is None else list(argv), log=lambda *a: print(*a, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
