@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .memory import synchronize
-from .train import predict, scores
+from .train import local_module, predict_on_device, scores
 
 TIMEOUT_ENV = "CTRBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -43,10 +43,12 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 
 
 def launched_by_torchrun(environ=None) -> bool:
-    """True in a process that torchrun started with more than one rank."""
+    """True in a process that torchrun started: more than one rank, or one rank that torchrun's
+    agent launched (TORCHELASTIC_RUN_ID), so that `--nproc_per_node=1` runs the same process group,
+    DDP and gathered evaluation (nccl on a single GPU) as N ranks do."""
     environ = os.environ if environ is None else environ
     try:
-        return int(environ.get("WORLD_SIZE", "1")) > 1
+        return int(environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in environ
     except ValueError:
         return False
 
@@ -114,7 +116,7 @@ class Distributed:
 
     def run_options(self) -> dict:
         return {"evaluate_fn": self.evaluate, "rank": self.rank, "world_size": self.world_size,
-                "model_wrapper": self.wrap}
+                "model_wrapper": self.wrap, "device": self.device}
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP over `model` (which every rank built from the same seed; DDP broadcasts rank 0's anyway)."""
@@ -146,13 +148,12 @@ class Distributed:
     def evaluate(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> dict:
         """`train.evaluate` over all ranks: each predicts its contiguous share of the rows, the shares
         are all-gathered in row order, and every rank scores the same predictions."""
-        net = model.module if isinstance(model, DistributedDataParallel) else model
         rows = X.shape[0]
         bounds = [rows * r // self.world_size for r in range(self.world_size + 1)]
         sizes = [bounds[r + 1] - bounds[r] for r in range(self.world_size)]
         synchronize(X.device)
         start = time.perf_counter()
-        mine = torch.from_numpy(predict(net, X[bounds[self.rank]:bounds[self.rank + 1]], batch_size))
+        mine = predict_on_device(local_module(model), X[bounds[self.rank]:bounds[self.rank + 1]], batch_size)
         padded = torch.zeros(max(sizes), dtype=torch.float32, device=self.device)
         padded[:len(mine)] = mine.to(self.device)
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]

@@ -42,6 +42,33 @@ def device_name(device: torch.device | str) -> str:
     return cpu_model()
 
 
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version, from nvidia-smi or the kernel module; None where neither answers."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip().splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:       # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ..."
+        words = Path("/proc/driver/nvidia/version").read_text().split()
+        return next(w for w in words if w[:1].isdigit() and "." in w)
+    except (OSError, StopIteration):
+        return None
+
+
+def gpu_info(device: torch.device | str) -> dict | None:
+    """Name, compute capability, memory, CUDA runtime and driver of a CUDA `device`; None off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    return {"name": properties.name, "capability": f"{properties.major}.{properties.minor}",
+            "memory_bytes": properties.total_memory, "count": torch.cuda.device_count(),
+            "cuda_runtime": torch.version.cuda, "driver": nvidia_driver_version()}
+
+
 def environment(device: torch.device | str = "cpu") -> dict:
     return {
         "torch": torch.__version__,
@@ -54,4 +81,5 @@ def environment(device: torch.device | str = "cpu") -> dict:
         "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": gpu_info(device),
     }

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ctrbench.datasets import load
-from ctrbench.models import check_pair, create_model, list_interactions, model_entry
+from ctrbench.models import check_pair, create_model, list_interactions, model_entry, running_backend
 
 from .environment import environment
 from .memory import PeakMemory, track_peak_memory
@@ -32,6 +32,7 @@ class RunSpec:
     config: TrainConfig = field(default_factory=TrainConfig)
     device: str = "cpu"
     world_size: int = 1                 # data-parallel processes (torchrun); > 1 is a different run
+    compile: bool = False               # torch.compile the model for training and evaluation
 
     def full_hparams(self) -> dict:
         defaults = {name: default for name, (default, _) in model_entry(self.model).hparams.items()}
@@ -42,7 +43,8 @@ class RunSpec:
         return {"dataset": self.dataset, "dataset_options": self.dataset_options, "model": self.model,
                 "interaction": self.interaction, "hparams": self.full_hparams(), "seed": self.seed,
                 "config": self.config.as_dict(), "device": self.device,
-                **({"world_size": self.world_size} if self.world_size > 1 else {})}
+                **({"world_size": self.world_size} if self.world_size > 1 else {}),
+                **({"compile": True} if self.compile else {})}
 
     def key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -83,6 +85,7 @@ class TrainedRun:
     test: dict                          # auc, logloss, samples_per_s
     peak: PeakMemory
     wall_seconds: float
+    cuda_peak_bytes: int | None         # max_memory_allocated over the whole run (CUDA only)
 
 
 def model_hparams(spec: RunSpec, dataset) -> dict:
@@ -97,29 +100,46 @@ def model_hparams(spec: RunSpec, dataset) -> dict:
 
 
 def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
-                   world_size: int = 1, model_wrapper=None) -> TrainedRun:
+                   world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None) -> TrainedRun:
     """Build the spec's model with its seed, train it with early stopping on the already loaded dataset
-    (split by `spec.seed`), restore the best epoch and score the test split once."""
-    device = resolve_device(spec.device)
+    (split by `spec.seed`), restore the best epoch and score the test split once.
+
+    `device` overrides the spec's (a torchrun rank's own GPU, cuda:LOCAL_RANK). Every split's ids are
+    checked against the model's fields here, once, before anything runs on the device: the model's
+    forward checks values only in eager CPU mode, and an out-of-range id on a GPU is a device-side
+    assert that kills the process without saying which id.
+    """
+    device = torch.device(device) if device is not None else resolve_device(spec.device)
     generator = seed_everything(spec.seed)
     model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction,
                          **model_hparams(spec, dataset)).to(device)
-    trained = model_wrapper(model) if model_wrapper else model
-    train, validation, test = (as_tensors(dataset, s, device) for s in ("train", "validation", "test"))
+    splits = {name: as_tensors(dataset, name, device) for name in ("train", "validation", "test")}
+    for name, (X, _) in splits.items():
+        try:
+            model.fields.check_values(X)
+        except ValueError as error:
+            raise ValueError(f"{getattr(dataset, 'name', 'dataset')} {name} split: {error}") from None
+    trained = torch.compile(model) if spec.compile else model
+    trained = model_wrapper(trained) if model_wrapper else trained
     wall_start = time.perf_counter()
     with track_peak_memory(device) as peak:
-        result = fit(trained, train, validation, spec.config, generator, progress, evaluate_fn, rank, world_size)
-        test_scores = evaluate_fn(trained, *test, spec.config.eval_batch_size)
-    return TrainedRun(model, result, test_scores, peak, time.perf_counter() - wall_start)
+        result = fit(trained, splits["train"], splits["validation"], spec.config, generator, progress, evaluate_fn,
+                     rank, world_size)
+        test_scores = evaluate_fn(trained, *splits["test"], spec.config.eval_batch_size)
+    # fit opens a new CUDA peak window per epoch; the tracker's reading covers the test evaluation.
+    windows = [b for b in (result.cuda_peak_bytes, peak.cuda_peak_bytes) if b is not None]
+    return TrainedRun(model, result, test_scores, peak, time.perf_counter() - wall_start,
+                      max(windows) if windows else None)
 
 
 def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
-            world_size: int = 1, model_wrapper=None) -> dict:
+            world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None) -> dict:
     """Train and test one run on an already loaded dataset; returns its record."""
-    run = train_and_test(spec, dataset, progress, evaluate_fn, rank, world_size, model_wrapper)
+    run = train_and_test(spec, dataset, progress, evaluate_fn, rank, world_size, model_wrapper, device)
     result, peak = run.fit, run.peak
+    device = next(run.model.parameters()).device
     return {
-        "schema": SCHEMA, "kind": "run", "key": spec.key(), **spec.identity(),
+        "schema": SCHEMA, "kind": "run", "key": spec.key(), **spec.identity(), "compile": spec.compile,
         "dataset_options": dataset.options, "field_dims": list(dataset.field_dims),
         "rows": {s: int(len(dataset.splits[s])) for s in ("train", "validation", "test")},
         "test": {"auc": run.test["auc"], "logloss": run.test["logloss"]},
@@ -127,13 +147,16 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
         "train_samples_per_s": result.train_samples_per_s,
         "inference_samples_per_s": run.test["samples_per_s"],
+        "warmup_seconds": result.warmup_seconds,
         "wall_seconds": run.wall_seconds,
         "memory": {"rss_peak_bytes": peak.rss_peak_bytes, "rss_rise_bytes": peak.rss_rise_bytes,
-                   "cuda_peak_bytes": peak.cuda_peak_bytes},
+                   "cuda_peak_bytes": run.cuda_peak_bytes},
         "parameters": sum(p.numel() for p in run.model.parameters()),
+        "running_backend": running_backend(run.model, device),
         "world_size": world_size,
-        "backend": torch.distributed.get_backend() if world_size > 1 else None,
-        "environment": environment(resolve_device(spec.device)),
+        "backend": torch.distributed.get_backend() if torch.distributed.is_available()
+        and torch.distributed.is_initialized() else None,
+        "environment": environment(device),
     }
 
 
@@ -159,7 +182,7 @@ def expand_grid(models: list[str], interactions: list[str] | str) -> list[tuple[
 def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int], results_dir: Path,
              hparams: dict | None = None, dataset_options: dict | None = None,
              config: TrainConfig | None = None, device: str = "cpu", data_dir=None,
-             progress: bool = False, log=print, distributed=None) -> list[dict]:
+             progress: bool = False, log=print, distributed=None, compile: bool = False) -> list[dict]:
     """Run every (model, interaction, seed) not already stored; return all the grid's records.
 
     Each record is written the moment its run ends, so a killed grid loses at most the run in flight
@@ -180,7 +203,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     done = 0
     for seed in seeds:
         specs = [RunSpec(dataset_name, m, i, seed, {k: v for k, v in hparams.items() if k in model_entry(m).hparams},
-                         dataset_options, config, device, distributed.world_size if distributed else 1)
+                         dataset_options, config, device, distributed.world_size if distributed else 1, compile)
                  for m, i in cells]
         pending = []
         for spec in specs:

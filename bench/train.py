@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ctrbench.datasets.batching import batches
@@ -42,10 +43,22 @@ class TrainConfig:
         return asdict(self)
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, xb: torch.Tensor,
+               yb: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """One step: forward, loss, backward (of loss × scale), optimizer step. Returns the loss, detached
+    and left on the device: nothing here waits for the device."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(xb), yb)
+    (loss * scale if scale != 1.0 else loss).backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
                 batch_size: int, generator: torch.Generator, progress: bool = False,
-                rank: int = 0, world_size: int = 1) -> float:
-    """One pass over (X, y) in shuffled batches; returns the mean training loss.
+                rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """One pass over (X, y) in shuffled batches; returns the mean training loss as a 0-dim float64
+    tensor on X's device (reading it is the caller's one wait for the device per epoch).
 
     With world_size > 1 (a DistributedDataParallel `model`, every rank holding all of X and the same
     `generator` state), `batch_size` is the global batch: each rank takes its share of every batch
@@ -55,34 +68,42 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Ten
     model.train()
     distributed = world_size > 1
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum" if distributed else "mean")
-    total, count = torch.zeros((), device=X.device), 0
-    steps = math.ceil(X.shape[0] / batch_size)
-    for step, (xb, yb) in enumerate(tqdm(batches(X, y, batch_size, shuffle=True, generator=generator, rank=rank,
-                                                 world_size=world_size, shard="rows"),
-                                         total=steps, desc="batches", leave=False, disable=not progress)):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
+    rows = X.shape[0]
+    total, count = torch.zeros((), dtype=torch.float64, device=X.device), 0
+    steps = batches(X, y, batch_size, shuffle=True, generator=generator, rank=rank, world_size=world_size,
+                    shard="rows")
+    if progress:
+        steps = tqdm(steps, total=math.ceil(rows / batch_size), desc="batches", leave=False)
+    for step, (xb, yb) in enumerate(steps):
         if distributed:
-            (loss * (world_size / min(batch_size, X.shape[0] - step * batch_size))).backward()
-            total += loss.detach()
+            total += train_step(model, optimizer, loss_fn, xb, yb,
+                                scale=world_size / min(batch_size, rows - step * batch_size))
         else:
-            loss.backward()
-            total += loss.detach() * len(yb)
-        optimizer.step()
+            total.add_(train_step(model, optimizer, loss_fn, xb, yb), alpha=len(yb))
         count += len(yb)
     if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
-        sums = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=X.device)])
+        sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=X.device)])
         torch.distributed.all_reduce(sums)
-        total, count = sums[0], int(sums[1])
-    return float(total) / max(count, 1)
+        return sums[0] / sums[1].clamp(min=1)
+    return total / max(count, 1)
+
+
+def local_module(model: nn.Module) -> nn.Module:
+    """The module a rank runs on its own: the one inside DistributedDataParallel, else `model`."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 @torch.no_grad()
-def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> np.ndarray:
-    """Click probabilities for every row of X, in eval mode."""
+def predict_on_device(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+    """Click probabilities (rows,) float32 for every row of X, in eval mode, left on X's device."""
     model.eval()
-    parts = [torch.sigmoid(model(xb)).float().cpu() for xb, _ in batches(X, X[:, 0], batch_size)]
-    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
+    parts = [torch.sigmoid(model(xb)).float() for xb, _ in batches(X, X[:, 0], batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=X.device)
+
+
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> np.ndarray:
+    """Click probabilities for every row of X, in eval mode, as a NumPy array (one copy to the host)."""
+    return predict_on_device(model, X, batch_size).cpu().numpy()
 
 
 def scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -104,14 +125,59 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int
     return {**scores(y.cpu().numpy(), probabilities), "samples_per_s": len(X) / max(seconds, 1e-9)}
 
 
+def reset_cuda_peak(device: torch.device) -> None:
+    """Start a new window for `cuda_peak_bytes` (no-op off CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_peak_bytes(device: torch.device) -> int | None:
+    """CUDA's max_memory_allocated since the last reset; None off CUDA."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def warm_up(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], evaluation: list[torch.Tensor],
+            config: TrainConfig, rank: int = 0, world_size: int = 1) -> float:
+    """Do once each kind of work that `fit` times, then put the model back as it was; returns seconds.
+
+    Train steps at the epoch's full and last batch sizes (with a throwaway optimizer and order) and
+    predictions at the evaluation batch sizes: whatever is built on first use is built here, outside
+    the timed epochs (CUDA's libraries and allocator, torch.compile's graphs for training and eval
+    mode and for a second batch size, afm_kernel's C++ build). Weights, buffers and the random
+    number generators are restored afterwards, so a warmed run trains exactly as an unwarmed one.
+    """
+    X, y = train
+    device = X.device
+    synchronize(device)
+    start = time.perf_counter()
+    state = copy.deepcopy(model.state_dict())
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    rows = min(X.shape[0], config.batch_size + X.shape[0] % config.batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    float(train_epoch(model, optimizer, X[:rows], y[:rows], config.batch_size, torch.Generator(), rank=rank,
+                      world_size=world_size))
+    for X_eval in evaluation:
+        rows = min(X_eval.shape[0], config.eval_batch_size + X_eval.shape[0] % config.eval_batch_size)
+        predict_on_device(local_module(model), X_eval[:rows], config.eval_batch_size)
+    model.load_state_dict(state)
+    torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng, device)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 @dataclass
 class FitResult:
     best_epoch: int                 # 1-based epoch whose weights were restored
     epochs_run: int
     best_validation: dict
-    history: list[dict]             # per epoch: loss, val auc/logloss, lr, seconds
+    history: list[dict]             # per epoch: loss, val auc/logloss, lr, seconds (+ CUDA peak bytes)
     train_seconds: float            # wall time spent in training steps only
     train_samples: int
+    warmup_seconds: float = 0.0     # `warm_up`, before the first epoch (not in train_seconds)
+    cuda_peak_bytes: int | None = None  # max_memory_allocated over warm-up and epochs (CUDA only)
 
     @property
     def train_samples_per_s(self) -> float:
@@ -124,24 +190,34 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
     """Adam with early stopping on validation AUC; the best epoch's weights are restored at the end.
 
     `evaluate_fn(model, X, y, batch_size)` is replaceable so that distributed runs can gather
-    predictions from every rank before deciding.
+    predictions from every rank before deciding. The epochs are timed after a `warm_up`, and the
+    loop waits for the device once per epoch (no per-batch reads of device values).
     """
+    device = train[0].device
+    reset_cuda_peak(device)
+    warmup_seconds = warm_up(model, train, [validation[0]], config, rank, world_size)
+    peaks = [cuda_peak_bytes(device)]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_auc, best_epoch, best_state, best_validation = -math.inf, 0, None, {}
     history, train_seconds, train_samples = [], 0.0, 0
     epochs = tqdm(range(1, config.max_epochs + 1), desc="epochs", disable=not progress, leave=False)
     for epoch in epochs:
-        synchronize(train[0].device)
+        reset_cuda_peak(device)
+        synchronize(device)
         start = time.perf_counter()
         loss = train_epoch(model, optimizer, *train, config.batch_size, generator, progress, rank, world_size)
-        synchronize(train[0].device)
+        synchronize(device)
         seconds = time.perf_counter() - start
+        loss = float(loss)
         train_seconds += seconds
         train_samples += len(train[0])
         validation_scores = evaluate_fn(model, *validation, config.eval_batch_size)
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "loss": loss, "val_auc": validation_scores["auc"],
                         "val_logloss": validation_scores["logloss"], "lr": lr, "seconds": seconds})
+        if device.type == "cuda":
+            peaks.append(cuda_peak_bytes(device))
+            history[-1]["cuda_peak_bytes"] = peaks[-1]
         epochs.set_postfix(loss=f"{loss:.4f}", val_auc=f"{validation_scores['auc']:.4f}")
         if validation_scores["auc"] > best_auc:
             best_auc, best_epoch, best_validation = validation_scores["auc"], epoch, validation_scores
@@ -152,4 +228,5 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
             for group in optimizer.param_groups:
                 group["lr"] *= config.plateau_lr_factor
     model.load_state_dict(best_state)
-    return FitResult(best_epoch, len(history), best_validation, history, train_seconds, train_samples)
+    return FitResult(best_epoch, len(history), best_validation, history, train_seconds, train_samples,
+                     warmup_seconds, max(peaks) if device.type == "cuda" else None)

@@ -14,9 +14,12 @@ def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = F
     """Yield (X[idx], y[idx]) batches of at most `batch_size` rows.
 
     With `shuffle`, one permutation per call drawn from `generator` (so a seeded generator gives the
-    same order on every rank). With `world_size` > 1 and shard="batches", rank r takes every
-    world_size-th batch of that order, so the ranks together cover each batch once. With
-    shard="rows", every rank walks every batch and takes its contiguous share of it (shares differ by
+    same order on every rank). The permutation is drawn on the generator's device (the CPU without
+    one) and moved to the data's device once per call: a seeded CPU generator gives the same order
+    whether the data lives on the CPU or a GPU, and each batch is gathered where the data is.
+
+    With `world_size` > 1 and shard="batches", rank r takes every world_size-th batch of that order,
+    so the ranks together cover each batch once. With shard="rows", every rank walks every batch and takes its contiguous share of it (shares differ by
     one row at most; a share may be empty when a batch has fewer rows than ranks), so step k of the
     ranks together is exactly batch k of one process with the same `batch_size` (data-parallel
     training with a fixed global batch). With world_size=1 both are the plain batches.
@@ -28,7 +31,10 @@ def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = F
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     rows = X.shape[0]
-    order = torch.randperm(rows, generator=generator) if shuffle else None
+    order = None
+    if shuffle:
+        drawn_on = generator.device if generator is not None else torch.device("cpu")
+        order = torch.randperm(rows, generator=generator, device=drawn_on).to(X.device)
     for number, start in enumerate(range(0, rows, batch_size)):
         stop = min(start + batch_size, rows)
         if shard == "rows":

@@ -39,19 +39,36 @@ class FieldIds(nn.Module):
         self.register_buffer("upper", offsets + torch.tensor(field_dims), persistent=False)
 
     def check(self, x: torch.Tensor) -> None:
-        """x: LongTensor (B, F). Raises TypeError/ValueError with what is wrong."""
+        """x: LongTensor (B, F). Raises TypeError/ValueError with what is wrong.
+
+        Type and shape are checked always (free, and static under torch.compile). The id values are
+        checked only in eager mode on the CPU: reading the result of a check on a GPU waits for the
+        device in every forward, and under torch.compile it breaks the graph. There the data is
+        checked once where it enters (`check_values`, which the protocol calls on every split).
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"feature ids must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"feature ids must be an integer tensor (torch.long), got {x.dtype}")
         if x.dim() != 2 or x.shape[1] != self.num_fields:
             raise ValueError(f"feature ids must have shape (batch, {self.num_fields}), got {tuple(x.shape)}")
-        outside = (x < self.lower) | (x >= self.upper)
-        if bool(outside.any()):
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+            self.check_values(x)
+
+    def check_values(self, x: torch.Tensor) -> None:
+        """ValueError naming the first id of x (B, F), in row order, outside its field's range.
+
+        One reduction per field and one read of its result, so it suits a whole split on any device.
+        """
+        if x.shape[0] == 0:
+            return
+        lower, upper = self.lower.to(x.device), self.upper.to(x.device)
+        if bool(((x.amin(dim=0) < lower) | (x.amax(dim=0) >= upper)).any()):
+            outside = (x < lower) | (x >= upper)
             row, col = (int(v) for v in outside.nonzero()[0])
             raise ValueError(
                 f"feature id {int(x[row, col])} at row {row}, field {col} is outside that field's "
-                f"global id range [{int(self.lower[col])}, {int(self.upper[col])}) "
+                f"global id range [{int(lower[col])}, {int(upper[col])}) "
                 f"(vocabulary size {self.vocab_size})")
 
 

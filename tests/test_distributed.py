@@ -89,6 +89,7 @@ def test_a_distributed_run_is_its_own_cell_and_single_process_keys_are_unchanged
     assert RunSpec("purchase", "fm", "sum_square", 0, world_size=2).key() != single.key()
     assert backend_for("cpu") == "gloo" and backend_for("cuda:0") == "nccl"
     assert not launched_by_torchrun({}) and launched_by_torchrun({"WORLD_SIZE": "2"})
+    assert launched_by_torchrun({"WORLD_SIZE": "1", "TORCHELASTIC_RUN_ID": "none"})    # --nproc_per_node=1
 
 
 # -- two gloo processes on 127.0.0.1 ----------------------------------------------------------------
@@ -123,9 +124,9 @@ sys.exit(cli.main())
 """
 
 
-def torchrun(results_dir, *extra, failure=None, timeout_s=JOB_TIMEOUT_S):
-    """Two gloo ranks on loopback running `ctrbench run` on tiny purchase; `failure` "raise" or "hang"
-    makes rank 1 fail at its first evaluation."""
+def torchrun(results_dir, *extra, failure=None, timeout_s=JOB_TIMEOUT_S, nproc=2):
+    """`nproc` (two) gloo ranks on loopback running `ctrbench run` on tiny purchase; `failure` "raise"
+    or "hang" makes rank 1 fail at its first evaluation."""
     results_dir.parent.mkdir(parents=True, exist_ok=True)
     if failure:
         script = results_dir.parent / "failing_rank.py"
@@ -133,7 +134,7 @@ def torchrun(results_dir, *extra, failure=None, timeout_s=JOB_TIMEOUT_S):
         target = [str(script), failure]
     else:
         target = ["-m", "ctrbench"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                *target, "run", "--dataset", "purchase", "--data-option", f"rows={ROWS}",
                "--models", "fm", "--seeds", f"{SEED},", "--max-epochs", str(CONFIG.max_epochs),
@@ -149,9 +150,19 @@ def torchrun(results_dir, *extra, failure=None, timeout_s=JOB_TIMEOUT_S):
     return done, time.monotonic() - start
 
 
-def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
+def single_process_record(spec):
+    """The record of `spec` run in this process, on one thread like each torchrun rank."""
     from ctrbench.datasets import load
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_one(spec, load("purchase", seed=SEED, rows=ROWS))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     done, _ = torchrun(tmp_path / "results", "--dist-timeout", "60")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("[1/1] fm/sum_square seed 0") == 1          # only rank 0 prints
@@ -163,12 +174,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     spec = RunSpec("purchase", "fm", "sum_square", SEED, {}, {"rows": ROWS}, CONFIG, "cpu")
     assert record["key"] == dataclasses.replace(spec, world_size=2).key()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = run_one(spec, load("purchase", seed=SEED, rows=ROWS))
-    finally:
-        torch.set_num_threads(threads)
+    single = single_process_record(spec)
     assert record["epochs_run"] == single["epochs_run"] < CONFIG.max_epochs      # early stopping fired
     assert record["best_epoch"] == single["best_epoch"]
     for ours, theirs in zip(record["history"], single["history"]):
@@ -195,3 +201,18 @@ def test_a_hung_rank_ends_the_job_at_the_collective_timeout(tmp_path):
     # rank 0 waits for rank 1 in the all_gather (on a very slow machine: in an earlier collective)
     assert re.search(r"rank \d of 2 \(gloo\) failed: .*timed out", done.stderr, re.IGNORECASE), done.stderr[-3000:]
     assert seconds < 60
+
+
+def test_one_rank_under_torchrun_joins_a_process_group_and_equals_one_process(tmp_path):
+    """`torchrun --nproc_per_node=1` (the way to try nccl on a single GPU) runs the distributed path:
+    a process group, DDP and the gathered evaluation, on the rank's own device; with one rank it is
+    the single-process run, so it has the single-process key and numbers."""
+    done, _ = torchrun(tmp_path / "results", "--dist-timeout", "60", nproc=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(next((tmp_path / "results" / "runs" / "purchase").iterdir()).read_text())
+    assert record["backend"] == "gloo" and record["world_size"] == 1
+    spec = RunSpec("purchase", "fm", "sum_square", SEED, {}, {"rows": ROWS}, CONFIG, "cpu")
+    assert record["key"] == spec.key()
+    single = single_process_record(spec)
+    assert [h["loss"] for h in record["history"]] == pytest.approx([h["loss"] for h in single["history"]], abs=TOLERANCE)
+    assert record["test"]["auc"] == pytest.approx(single["test"]["auc"], abs=TOLERANCE)

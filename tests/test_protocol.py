@@ -76,7 +76,36 @@ def test_record_has_what_the_protocol_promises(tiny_dataset):
                                                                       embed_dim=8).parameters())
     for key in ("torch", "device_name", "cpu_model", "threads", "git_commit", "date"):
         assert key in record["environment"]
+    assert record["environment"]["gpu"] is None and record["environment"]["device"] == "cpu"
+    assert record["running_backend"] == "einsum" and record["compile"] is False
+    assert record["warmup_seconds"] > 0 and "cuda_peak_bytes" not in record["history"][0]
     json.dumps(record)
+
+
+def test_warm_up_leaves_weights_buffers_and_random_state_as_they_were(tiny_dataset):
+    """The warm-up trains a few steps; a run must go on exactly as if it had not (NFM: BatchNorm
+    statistics; AFM: dropout draws)."""
+    from ctrbench.train import warm_up
+
+    X, y = (torch.as_tensor(a) for a in tiny_dataset.split("train"))
+    for name in ("nfm", "afm"):
+        torch.manual_seed(0)
+        model = create_model(name, tiny_dataset.field_dims)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        rng = torch.get_rng_state()
+        assert warm_up(model, (X, y), [X[:700]], FAST) > 0
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_out_of_range_ids_in_the_data_stop_the_run_before_training(tiny_dataset, monkeypatch):
+    """On a GPU the forward does not check id values (that would wait for the device every step), so
+    the protocol checks every split once on load, naming the split."""
+    tiny_dataset.X = tiny_dataset.X.copy()
+    tiny_dataset.X[tiny_dataset.splits["test"][3], 2] = 99
+    monkeypatch.setattr(protocol, "fit", lambda *args, **kwargs: pytest.fail("trained on bad data"))
+    with pytest.raises(ValueError, match=r"tiny test split: feature id 99 at row 3, field 2"):
+        run_one(RunSpec("tiny", "fm", "sum_square", 0, config=FAST), tiny_dataset)
 
 
 @pytest.fixture
@@ -168,3 +197,28 @@ def test_impossible_combination_lists_valid_choices(tmp_path, tiny_loader):
 def test_bad_training_settings_are_clear_errors(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)
+
+
+def test_quality_tables_never_mix_devices_modes_or_training_settings(tmp_path, tiny_loader):
+    """A GPU run, a compiled run and a run with another batch size each get their own table (and
+    their own best row), even for the same model, data and seeds."""
+    from ctrbench.records import write_record
+
+    records = grid(tmp_path)
+    for record in records:
+        variants = [{"device": "cuda", "memory": {**record["memory"], "cuda_peak_bytes": 3 * 2**20},
+                     "environment": {**record["environment"], "device_name": "NVIDIA H200"}},
+                    {"compile": True}, {"config": {**record["config"], "batch_size": 128}}]
+        for number, change in enumerate(variants):
+            write_record(tmp_path / "runs" / "tiny" / f"variant{number}_{record['key']}_{record['seed']}.json",
+                         {**record, **change, "key": f"{record['key']}-{number}"})
+    markdown, problems = render(tmp_path)
+    assert not problems
+    tiny = '### tiny {"rows": 3000}'
+    headings = [line for line in markdown.splitlines() if line.startswith("### tiny")]
+    assert sorted(headings) == sorted([f"{tiny}, cpu, eager"] * 2 + [f"{tiny}, cpu, compiled",
+                                                                     f"{tiny}, cuda (NVIDIA H200), eager"])
+    assert markdown.count("| best ") == 4
+    cuda_table = markdown.split(f"{tiny}, cuda (NVIDIA H200), eager")[1].split("###")[0]
+    assert "CUDA peak MiB" in cuda_table and "| 3 " in cuda_table
+    assert "Training: batch=128" in markdown and "Training: batch=256" in markdown

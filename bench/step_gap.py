@@ -1,0 +1,121 @@
+"""`python -m ctrbench.step_gap`: the protocol's recorded train throughput against the suite's bare
+whole-model train step, same model, shape, batch and device, measured in one process.
+
+The bare step (`ctrbench.cells.model_step`: forward, BCE, backward, Adam on one fixed batch) is what
+the hardware can do; the protocol (`ctrbench.protocol.train_and_test` on the purchase log) adds what
+training really needs: a shuffled order, a gather per batch, a last batch of another size, the loss
+kept for the record. The ratio bare / protocol says what the loop costs: near 1 the loop is free, and
+the issue's bar on a GPU is 2 at a batch that suits the GPU.
+
+    python -m ctrbench.step_gap --device cuda --models fm,afm --batches 4096,65536 --out step_gap.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ctrbench.datasets import load
+from ctrbench.models import model_entry
+
+from .arguments import comma_list
+from .cells import ModelCell, model_step
+from .environment import environment
+from .memory import synchronize
+from .protocol import RunSpec, resolve_device, train_and_test
+from .records import write_text_atomic
+from .train import TrainConfig
+
+SHAPE = "purchase"      # the suite's purchase shape is the purchase log's fields
+
+
+def bare_samples_per_s(model: str, interaction: str, batch: int, device: torch.device, compile: bool = False,
+                       warmup: int = 3, rounds: int = 5, steps: int = 10) -> float:
+    """Median over `rounds` of batch × steps / seconds, each round `steps` back-to-back train steps
+    between two synchronisations (as an epoch of the protocol is timed), after `warmup` steps."""
+    step = model_step(ModelCell(model, interaction, SHAPE, batch, "train", compile=compile), device)
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(rounds):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        rates.append(batch * steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def protocol_run(model: str, interaction: str, batch: int, device: torch.device, dataset, epochs: int,
+                 compile: bool = False) -> dict:
+    """`epochs` epochs of the protocol (no early stop before), seed 0; its recorded numbers."""
+    config = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch, eval_batch_size=max(8192, batch))
+    spec = RunSpec(SHAPE, model, interaction, 0, config=config, device=str(device), compile=compile)
+    run = train_and_test(spec, dataset, device=device)
+    return {"samples_per_s": run.fit.train_samples_per_s, "warmup_seconds": run.fit.warmup_seconds,
+            "epoch_samples_per_s": [len(dataset.splits["train"]) / h["seconds"] for h in run.fit.history]}
+
+
+def measure(models: list[str], batches: list[int], device: torch.device, rows: int, epochs: int,
+            compile: bool = False, interactions: list[str] | None = None, out: Path | None = None,
+            log=print) -> dict:
+    """Both throughputs per (batch, model) (a model's default implementation unless `interactions`
+    names one per model); the JSON is rewritten after each cell when `out` is given."""
+    dataset = load(SHAPE, seed=0, rows=rows)
+    result = {"kind": "step_gap", "environment": environment(device),
+              "settings": {"dataset": SHAPE, "rows": rows, "batches": batches, "epochs": epochs, "compile": compile},
+              "cells": []}
+    for batch, (number, model) in ((b, m) for b in batches for m in enumerate(models)):
+        interaction = interactions[number] if interactions else model_entry(model).default_interaction
+        protocol = protocol_run(model, interaction, batch, device, dataset, epochs, compile)
+        bare = bare_samples_per_s(model, interaction, batch, device, compile)
+        cell = {"model": model, "interaction": interaction, "batch": batch, "compile": compile,
+                "bare_samples_per_s": bare, "protocol_samples_per_s": protocol["samples_per_s"],
+                "bare_over_protocol": bare / protocol["samples_per_s"],
+                "protocol_epoch_samples_per_s": protocol["epoch_samples_per_s"],
+                "warmup_seconds": protocol["warmup_seconds"]}
+        result["cells"].append(cell)
+        log(f"{model}/{interaction} B={batch} {'compiled' if compile else 'eager'} on {device}: protocol "
+            f"{cell['protocol_samples_per_s']:,.0f} samples/s, bare step {bare:,.0f} samples/s, "
+            f"bare/protocol {cell['bare_over_protocol']:.2f}x (warm-up {cell['warmup_seconds']:.1f}s)")
+        if out is not None:
+            write_text_atomic(out, json.dumps(result, indent=1, default=str) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ctrbench.step_gap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="cpu, cuda, cuda:N or auto (default cuda)")
+    parser.add_argument("--models", type=comma_list, default=["fm", "afm"], help="default fm,afm")
+    parser.add_argument("--interactions", type=comma_list, default=None,
+                        help="one implementation per model (default: each model's default)")
+    parser.add_argument("--batches", type=comma_list, default=["65536"], help="comma-separated (default 65536)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the purchase log (80%% train)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both (the optimizer stays eager)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: print only)")
+    args = parser.parse_args(argv)
+    if args.interactions and len(args.interactions) != len(args.models):
+        parser.error("--interactions needs one name per model")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        measure(args.models, [int(b) for b in args.batches], resolve_device(args.device), args.rows, args.epochs, args.compile,
+                args.interactions, args.out)
+    except ValueError as error:
+        print(f"step_gap: error: {error}", file=sys.stderr)
+        return 2
+    if args.out:
+        print(f"step_gap: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
