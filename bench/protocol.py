@@ -150,7 +150,7 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
         "warmup_seconds": result.warmup_seconds,
         "wall_seconds": run.wall_seconds,
         "memory": {"rss_peak_bytes": peak.rss_peak_bytes, "rss_rise_bytes": peak.rss_rise_bytes,
-                   "cuda_peak_bytes": run.cuda_peak_bytes},
+                   "cuda_peak_bytes": run.cuda_peak_bytes, "warmup_cuda_peak_bytes": result.warmup_cuda_peak_bytes},
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "running_backend": running_backend(run.model, device),
         "world_size": world_size,

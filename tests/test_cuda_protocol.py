@@ -30,7 +30,7 @@ def test_a_gpu_run_records_cuda_memory_and_the_gpu_and_trains_like_the_cpu(model
     hparams = {"dropout": 0.0} if model_name == "afm" else {}
     on_gpu = run_one(RunSpec("tiny", model_name, interaction, 0, hparams, config=CONFIG, device="cuda",
                              compile=compile), dataset)
-    assert on_gpu["memory"]["cuda_peak_bytes"] > 0
+    assert on_gpu["memory"]["cuda_peak_bytes"] > 0 and on_gpu["memory"]["warmup_cuda_peak_bytes"] > 0
     assert all(h["cuda_peak_bytes"] > 0 for h in on_gpu["history"])
     gpu = on_gpu["environment"]["gpu"]
     assert gpu["name"] == torch.cuda.get_device_name() and gpu["cuda_runtime"] == torch.version.cuda
