@@ -1,24 +1,35 @@
 """What the benchmark suite measures: the cells of each profile, and how one cell is set up.
 
 A layer cell times one pairwise-product implementation alone on random embeddings; a model cell
-times a whole model's train step (forward, backward, Adam) or inference on a dataset's shape.
+times a whole model's train step (forward, backward, Adam) or inference on a dataset's shape. Either
+can run eager or under `torch.compile` (`compile=True`), on the CPU or a GPU: a profile's shapes
+depend on the device (a GPU gets batches up to 65536), and so does which cells are compiled.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
 
 from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, interaction_entry,
-                             list_interactions)
+                             list_interactions, list_models, model_entry, running_backend)
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 
 PROFILES = ("quick", "full")
+COMPILE_CHOICES = ("auto", "all", "none")   # the profile's compiled cells, every cell also compiled, none
 ATTN_DIM = 16
-# Above this many bytes for one (B, P, E) or (B, F, F, E) tensor a cell is skipped, saying so:
+# Above this many bytes for one (B, P, E) or (B, F, F, E) tensor a CPU cell is skipped, saying so:
 # the whole grid has to fit a 24 GiB machine.
 MAX_TENSOR_BYTES = 3 * 2**30
+# Off the CPU a cell of an unfused implementation is not tried when its largest tensor times this
+# passes the device's memory: a train step holds several of them at once (products, hidden layer, grads).
+MEMORY_FACTOR = 6
+
+
+class CellCompileError(RuntimeError):
+    """A compiled cell's first call (where torch.compile compiles) failed: recorded as not compiling."""
 
 
 def purchase_field_dims() -> list[int]:
@@ -32,7 +43,13 @@ def criteo_field_dims() -> list[int]:
     return [64] * 13 + [10_000] * 26
 
 
-SHAPES: dict[str, Callable[[], list[int]]] = {"purchase": purchase_field_dims, "criteo": criteo_field_dims}
+def wide_field_dims() -> list[int]:
+    """100 fields of 1000 ids: where P = 4950 pairs makes the pairwise product dominate a step."""
+    return [1_000] * 100
+
+
+SHAPES: dict[str, Callable[[], list[int]]] = {"purchase": purchase_field_dims, "criteo": criteo_field_dims,
+                                              "wide": wide_field_dims}
 
 
 @dataclass(frozen=True)
@@ -44,10 +61,13 @@ class LayerCell:
     mode: str               # "forward" or "train" (forward + backward)
     pooling: str = "product"  # "product": the implementation's own output; "afm": AFM's attention pooling
     dtype: str = "float32"
+    compile: bool = False   # the forward under torch.compile
 
     @property
     def group(self) -> str:
-        return f"layer {self.pooling} F={self.num_fields} E={self.embed_dim} B={self.batch} {self.mode}"
+        # An eager cell's group is the regression gate's key: it stays as it was before compiled cells.
+        group = f"layer {self.pooling} F={self.num_fields} E={self.embed_dim} B={self.batch} {self.mode}"
+        return group + (" compiled" if self.compile else "")
 
     @property
     def largest_tensor_bytes(self) -> int:
@@ -57,7 +77,7 @@ class LayerCell:
         return self.batch * per_row * width * torch.finfo(getattr(torch, self.dtype)).bits // 8
 
     def info(self) -> dict:
-        return {"cell": "layer", **asdict(self), "attn_dim": ATTN_DIM,
+        return {"cell": "layer", **cell_fields(self), "attn_dim": ATTN_DIM,
                 "output": interaction_entry(self.interaction).output}
 
 
@@ -68,32 +88,75 @@ class ModelCell:
     shape: str              # a key of SHAPES
     batch: int
     mode: str               # "train" (forward, backward, Adam step) or "inference"
+    compile: bool = False   # the model under torch.compile (the optimizer step stays eager)
 
     @property
     def group(self) -> str:
-        return f"model {self.shape} B={self.batch} {self.mode}"
+        return f"model {self.shape} B={self.batch} {self.mode}" + (" compiled" if self.compile else "")
 
     def info(self) -> dict:
-        return {"cell": "model", **asdict(self), "num_fields": len(SHAPES[self.shape]())}
+        return {"cell": "model", **cell_fields(self), "num_fields": len(SHAPES[self.shape]())}
 
 
-def implementations(pooling: str) -> list[str]:
+def cell_fields(cell) -> dict:
+    """The cell's fields for extra_info; `compile` only where set, so eager records read as before."""
+    fields = asdict(cell)
+    if not fields["compile"]:
+        del fields["compile"]
+    return fields
+
+
+def cell_id(cell) -> str:
+    """pytest's id of a cell: its fields joined by '-', with '-compiled' on compiled cells only."""
+    return "-".join(str(v) for k, v in cell_fields(cell).items() if k != "compile") + (
+        "-compiled" if cell.compile else "")
+
+
+def runs_on(name: str, device_type: str) -> bool:
+    """Whether implementation `name` runs its own code on this kind of device: one whose module
+    declares other `devices` (afm_kernel: CPU only, afm_fused elsewhere) would only time another again."""
+    devices = getattr(interaction_entry(name).builder, "devices", None)
+    return not devices or device_type in devices
+
+
+def implementations(pooling: str, device_type: str | None = None) -> list[str]:
     """`product`: every implementation that gives pair products or their sum on its own; `afm`: every
-    implementation AFM can pool with attention (per-pair products, or fused)."""
+    implementation AFM can pool with attention (per-pair products, or fused). With `device_type`, only
+    those that run their own code there."""
     if pooling == "afm":
-        return list_interactions(model="afm")
-    return [name for name in list_interactions() if interaction_entry(name).output != ATTENTION_POOLED]
+        names = list_interactions(model="afm")
+    else:
+        names = [name for name in list_interactions() if interaction_entry(name).output != ATTENTION_POOLED]
+    return [name for name in names if device_type is None or runs_on(name, device_type)]
 
 
-def grid(fields, embeds, batches) -> list[LayerCell]:
+def grid(fields, embeds, batches, device_type: str | None = None) -> list[LayerCell]:
     return [LayerCell(name, f, e, b, mode, pooling) for pooling in ("product", "afm") for f in fields
-            for e in embeds for b in batches for mode in ("forward", "train") for name in implementations(pooling)]
+            for e in embeds for b in batches for mode in ("forward", "train")
+            for name in implementations(pooling, device_type)]
 
 
-def layer_cells(profile: str) -> list[LayerCell]:
-    if profile == "quick":
-        return grid(fields=(10, 39, 100), embeds=(16,), batches=(1024,))
-    return grid(fields=(10, 22, 39, 100), embeds=(16, 64), batches=(1024, 4096))
+def with_compiled(cells: list, chosen: Callable[[object], bool]) -> list:
+    """Each cell, followed by its compiled twin where `chosen(cell)`: eager and compiled side by side."""
+    out = []
+    for cell in cells:
+        out.append(cell)
+        if chosen(cell):
+            out.append(replace(cell, compile=True))
+    return out
+
+
+def layer_cells(profile: str, device_type: str = "cpu", compile: str = "auto") -> list[LayerCell]:
+    """CPU: B = 1024 (full: and 4096). GPU: B = 65536 (full: 4096 to 65536). Compiled only with
+    compile="all": the whole-model cells carry the compiled axis, where a user would compile."""
+    if device_type == "cpu":
+        cells = (grid(fields=(10, 39, 100), embeds=(16,), batches=(1024,)) if profile == "quick" else
+                 grid(fields=(10, 22, 39, 100), embeds=(16, 64), batches=(1024, 4096)))
+    elif profile == "quick":
+        cells = grid(fields=(10, 39, 100), embeds=(16,), batches=(65536,), device_type=device_type)
+    else:
+        cells = grid(fields=(10, 22, 39, 100), embeds=(16, 64), batches=(4096, 16384, 65536), device_type=device_type)
+    return with_compiled(cells, lambda cell: compile == "all")
 
 
 def gate_cells() -> list[LayerCell]:
@@ -101,10 +164,84 @@ def gate_cells() -> list[LayerCell]:
     return grid(fields=(10, 39), embeds=(16,), batches=(1024,))
 
 
-def model_cells(profile: str) -> list[ModelCell]:
-    batch = 1024 if profile == "quick" else 4096
-    return [ModelCell(model, interaction, shape, batch, mode) for shape in SHAPES
-            for mode in ("train", "inference") for model, interaction in available_pairs()]
+def compiled_pairs() -> set[tuple[str, str]]:
+    """The (model, implementation) pairs the profiles compile by default: what a user would compile
+    first (each model's default implementation) and the fused AFM, whose hand-written backward the
+    compiler cannot see into."""
+    return {(name, model_entry(name).default_interaction) for name in list_models()} | {("afm", "afm_fused")}
+
+
+# (shape, batch) of the whole-model cells per device kind and profile, and of those compiled by default.
+MODEL_SHAPES = {
+    ("cpu", "quick"): [("purchase", 1024), ("criteo", 1024)],
+    ("cpu", "full"): [("purchase", 4096), ("criteo", 4096)],
+    ("gpu", "quick"): [("criteo", 65536), ("criteo", 16384), ("wide", 16384)],
+    ("gpu", "full"): [("purchase", 65536), ("criteo", 16384), ("criteo", 65536), ("wide", 16384)],
+}
+# The quick profiles compile train steps only (what a compiled model is for), at one shape: compiling
+# costs 5-40 s a cell on 2 CPU cores (afm_fused at F=39: 2 min, its chunk loop unrolled), and about
+# as much on a GPU host. The GPU's also compiles AFM's indexed model at every shape (the issue's baseline).
+COMPILED_QUICK = {"cpu": ("purchase", 1024, "train"), "gpu": ("criteo", 65536, "train")}
+
+
+def model_pairs(device_type: str) -> list[tuple[str, str]]:
+    """CPU: every valid (model, implementation). GPU: each model's default implementation and every AFM
+    implementation that runs its own code there (the per-pair ones are timed alone in the layer cells)."""
+    if device_type == "cpu":
+        return available_pairs()
+    defaults = {(name, model_entry(name).default_interaction) for name in list_models()}
+    return [(model, name) for model, name in available_pairs()
+            if ((model, name) in defaults or model == "afm") and runs_on(name, device_type)]
+
+
+def model_cells(profile: str, device_type: str = "cpu", compile: str = "auto") -> list[ModelCell]:
+    kind = "cpu" if device_type == "cpu" else "gpu"
+    cells = [ModelCell(model, interaction, shape, batch, mode) for shape, batch in MODEL_SHAPES[kind, profile]
+             for mode in ("train", "inference") for model, interaction in model_pairs(device_type)]
+    chosen_pairs = compiled_pairs()
+
+    def chosen(cell: ModelCell) -> bool:
+        if compile != "auto":
+            return compile == "all"
+        if profile == "full":
+            return (cell.model, cell.interaction) in chosen_pairs
+        if kind == "gpu" and (cell.model, cell.interaction, cell.mode) == ("afm", "triu_index", "train"):
+            return True
+        return (cell.shape, cell.batch, cell.mode) == COMPILED_QUICK[kind] and (cell.model, cell.interaction) in chosen_pairs
+    cells = with_compiled(cells, chosen)
+    if kind == "gpu":
+        # Every eager cell first (fast on a GPU), then the compiled ones, AFM's at F=39, B=65536 first: a
+        # time budget that runs out during the compilations leaves all the eager numbers and those.
+        first = COMPILED_QUICK["gpu"][:2]
+        cells.sort(key=lambda cell: (cell.compile, cell.compile and cell.model != "afm",
+                                     cell.compile and (cell.shape, cell.batch) != first))
+    return cells
+
+
+def too_large(cell: LayerCell, device: torch.device) -> str | None:
+    """Why a layer cell is not tried on `device` (its largest tensor would not fit), or None."""
+    size = cell.largest_tensor_bytes
+    if device.type == "cpu":
+        if size > MAX_TENSOR_BYTES:
+            return (f"{cell.interaction} at {cell.group} would hold a {size / 2**30:.1f} GiB tensor "
+                    f"(limit {MAX_TENSOR_BYTES / 2**30:.0f} GiB on this suite)")
+        return None
+    memory = device_memory_bytes(device)
+    if interaction_entry(cell.interaction).output == ATTENTION_POOLED or memory is None:
+        return None       # a fused pooling never holds (B, P, E)
+    if size * MEMORY_FACTOR > memory:
+        return (f"{cell.interaction} at {cell.group}: largest tensor {size / 2**30:.1f} GiB × {MEMORY_FACTOR} "
+                f"> {memory / 2**30:.1f} GiB of device memory")
+    return None
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def random_ids(field_dims: list[int], batch: int, seed: int = 0) -> torch.Tensor:
@@ -114,8 +251,24 @@ def random_ids(field_dims: list[int], batch: int, seed: int = 0) -> torch.Tensor
     return local + offsets
 
 
+def compiled(fn):
+    """`fn` under torch.compile, compiled afresh: dynamo's caches are per code object, so without a
+    reset a later cell of the same model class would hit the recompile limit (and run eager) or get a
+    dynamic-shape graph after a shape change, and not be the graph a user's single model gets."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+def layer_backend(module: torch.nn.Module, device, dtype: torch.dtype, embed_dim: int) -> str:
+    """The code that runs a layer cell's implementation (a fallback names itself, see running_backend)."""
+    resolve = getattr(module, "backend", None)
+    name = getattr(module, "registry_name", type(module).__name__)
+    return name if resolve is None else resolve(torch.device(device), dtype, embed_dim, ATTN_DIM)
+
+
 def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tensor]:
-    """A closure running the cell's work once; its result is returned so nothing is optimised away."""
+    """A closure running the cell's work once; its result is returned so nothing is optimised away.
+    `step.backend` names the code that runs it."""
     torch.manual_seed(0)
     dtype = getattr(torch, cell.dtype)
     module = interaction_entry(cell.interaction).builder(cell.num_fields).to(device)
@@ -126,10 +279,13 @@ def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tenso
         forward = lambda: attention_pooled_pairs(module, emb, attention)  # noqa: E731
     else:
         forward = lambda: module(emb)  # noqa: E731
+    if cell.compile:
+        forward = compiled(forward)
     if not train:
         def run():
             with torch.no_grad():
                 return forward()
+        run.backend = layer_backend(module, device, dtype, cell.embed_dim)
         return run
 
     def run_train():
@@ -137,25 +293,31 @@ def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tenso
         out.sum().backward()
         emb.grad = None
         return out
+    run_train.backend = layer_backend(module, device, dtype, cell.embed_dim)
     return run_train
 
 
 def model_step(cell: ModelCell, device: str = "cpu") -> Callable[[], torch.Tensor]:
+    """A closure running one train step or inference; `step.backend` names the code that computes the
+    model's pairwise product (running_backend)."""
     torch.manual_seed(0)
     field_dims = SHAPES[cell.shape]()
-    model = create_model(cell.model, field_dims, interaction=cell.interaction).to(device)
+    module = create_model(cell.model, field_dims, interaction=cell.interaction).to(device)
+    model = compiled(module) if cell.compile else module
     x = random_ids(field_dims, cell.batch).to(device)
+    backend = running_backend(module, device)
     if cell.mode == "inference":
-        model.eval()
+        module.eval()
 
         def infer():
             with torch.no_grad():
                 return model(x)
+        infer.backend = backend
         return infer
     y = (torch.rand(cell.batch, generator=torch.Generator().manual_seed(1)) < 0.3).float().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    model.train()
+    module.train()
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -163,4 +325,5 @@ def model_step(cell: ModelCell, device: str = "cpu") -> Callable[[], torch.Tenso
         loss.backward()
         optimizer.step()
         return loss
+    train_step.backend = backend
     return train_step

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import os
 import re
 import statistics
 import sys
@@ -22,27 +21,20 @@ import torch
 
 from ctrbench.models import ATTENTION_POOLED, interaction_entry
 
-from .cells import ATTN_DIM, LayerCell, implementations, layer_step
+from .cells import ATTN_DIM, MEMORY_FACTOR, LayerCell, device_memory_bytes, implementations, layer_step
 from .environment import device_name, environment
-from .memory import synchronize
+from .memory import cuda_step_peak_bytes, synchronize
 from .records import write_record
 
 FIELDS = (39, 100)                  # Criteo's field count, and a wide model
 BATCHES = (1024, 4096, 16384, 65536)
 MODES = ("train", "forward")
 EMBED_DIM = 16
-# A cell is not tried when its largest (B, P, max(E, A)) tensor times this passes the device memory:
-# a train step of the unfused pooling holds several of them at once (products, hidden layer, grads).
-MEMORY_FACTOR = 6
 
 
 def device_implementations(device: torch.device) -> list[str]:
-    """AFM's implementations that run their own code on `device`: one whose module declares other
-    `devices` (afm_kernel: CPU only, afm_fused elsewhere) would only time another one again."""
-    def runs_here(name: str) -> bool:
-        devices = getattr(interaction_entry(name).builder, "devices", None)
-        return not devices or device.type in devices
-    return [name for name in implementations("afm") if runs_here(name)]
+    """AFM's implementations that run their own code on `device` (see cells.runs_on)."""
+    return implementations("afm", device.type)
 
 
 def plan(fields, batches, modes, impls) -> list[LayerCell]:
@@ -53,15 +45,6 @@ def plan(fields, batches, modes, impls) -> list[LayerCell]:
         return (b * f * (f - 1) // 2 * (3 if mode == "train" else 1), f, b, mode)
     shapes = sorted(((f, b, m) for f in fields for b in batches for m in modes), key=work)
     return [LayerCell(impl, f, EMBED_DIM, b, mode, pooling="afm") for f, b, mode in shapes for impl in impls]
-
-
-def device_memory_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def measure(cell: LayerCell, device: torch.device, warmup: int, reps: int) -> dict:
@@ -77,14 +60,7 @@ def measure(cell: LayerCell, device: torch.device, warmup: int, reps: int) -> di
         step()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    peak_extra = None
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        synchronize(device)
-        peak_extra = torch.cuda.max_memory_allocated(device) - before
+    peak_extra = cuda_step_peak_bytes(step, device) if device.type == "cuda" else None
     median = statistics.median(times)
     return {"status": "ok", "median_s": median, "min_s": min(times), "samples_per_s": cell.batch / median,
             "peak_extra_bytes": peak_extra}

@@ -1,7 +1,9 @@
 """`results/leaderboard.md` and its plots, regenerated from stored data only (never edited by hand):
 run records under results/runs/ (quality), pytest-benchmark JSON under results/benchmarks/ (speed,
-memory, FLOPs; the latest stored benchmark run, so every ratio in a table was measured in one run) and
-device sweeps under results/gpu/ (`python -m ctrbench.device_sweep`: AFM pooling on a GPU)."""
+memory, FLOPs; the latest stored benchmark run of each device, so every ratio in a table was measured
+in one run, and no table mixes devices; a session killed before writing it is read from its per-cell
+file under results/benchmark_cells/) and device sweeps under results/gpu/ (`python -m
+ctrbench.device_sweep`: AFM pooling on a GPU)."""
 from __future__ import annotations
 
 import json
@@ -35,13 +37,36 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------- quality
 
 def settings_label(record: dict) -> str:
-    """The hyper-parameters and training settings of a run, compact, for telling rows apart."""
-    hparams = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(record["hparams"].items()))
+    """The model's hyper-parameters, compact, for telling rows of one table apart."""
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(record["hparams"].items()))
+
+
+def training_label(record: dict) -> str:
+    """The training settings every row of one quality table shares."""
     config = record["config"]
     training = f"batch={config['batch_size']}, lr={config['lr']:g}, patience={config['patience']}"
+    if config.get("weight_decay"):
+        training += f", weight_decay={config['weight_decay']:g}"
     if config.get("plateau_lr_factor"):
         training += f", plateau_lr×{config['plateau_lr_factor']:g}"
-    return f"{hparams}; {training}"
+    return training + f", max_epochs={config.get('max_epochs', '?')}, eval_batch={config.get('eval_batch_size', '?')}"
+
+
+def machine_label(record: dict) -> str:
+    """Where and how a run trained: device type (a GPU by name), processes, eager or compiled."""
+    device = str(record["device"]).split(":")[0]
+    if device == "cuda":
+        device += f" ({record.get('environment', {}).get('device_name', '?')})"
+    world_size = record.get("world_size", 1)
+    return f"{device}{f' ×{world_size}' if world_size > 1 else ''}, {'compiled' if record.get('compile') else 'eager'}"
+
+
+def comparison_key(record: dict) -> tuple:
+    """Runs that may share one quality table: same data, machine and mode, and training settings
+    (the whole config, not only what `training_label` shows), so a table never sets a GPU row
+    against a CPU one, a compiled row against an eager one, or two training budgets."""
+    return (dataset_label(record), machine_label(record), training_label(record),
+            json.dumps(record["config"], sort_keys=True))
 
 
 def dataset_label(record: dict) -> str:
@@ -50,13 +75,13 @@ def dataset_label(record: dict) -> str:
 
 
 def group_runs(records: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs that differ only by seed, together."""
+    """Runs that differ only by seed, together: keyed by `comparison_key` + (model, interaction,
+    hyper-parameters)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         if record.get("kind") != "run":
             continue
-        key = (dataset_label(record), record["model"], record["interaction"], settings_label(record),
-               record["device"], record.get("world_size", 1))
+        key = (*comparison_key(record), record["model"], record["interaction"], settings_label(record))
         groups[key].append(record)
     return dict(sorted(groups.items()))
 
@@ -77,121 +102,236 @@ def significance(runs: list[dict], best: list[dict]) -> str:
     return f"p={p_value:.3f}" + (" *" if p_value < 0.05 else "")
 
 
+def peak_memory_mib(runs: list[dict], on_cuda: bool) -> str:
+    """CUDA's peak allocation on a GPU, the resident set's peak on the CPU (largest over the seeds)."""
+    peaks = [r["memory"].get("cuda_peak_bytes") if on_cuda else r["memory"]["rss_peak_bytes"] for r in runs]
+    peaks = [p for p in peaks if p is not None]
+    return f"{max(peaks) / MiB:,.0f}" if peaks else "–"
+
+
+def interaction_label(runs: list[dict], interaction: str) -> str:
+    """The implementation asked for, and what ran where that differs (afm_kernel off the CPU)."""
+    ran = sorted({r.get("running_backend") or interaction for r in runs} - {interaction})
+    return interaction + (f" (ran {', '.join(ran)})" if ran else "")
+
+
 def quality_section(records: list[dict]) -> list[str]:
     groups = group_runs(records)
     if not groups:
         return ["_No run records yet: `ctrbench run ...` makes them._", ""]
     lines = []
-    for dataset in sorted({key[0] for key in groups}):
-        in_dataset = {key: runs for key, runs in groups.items() if key[0] == dataset}
-        best_key = max(in_dataset, key=lambda key: statistics.fmean(r["test"]["auc"] for r in in_dataset[key]))
+    mean_auc = lambda runs: statistics.fmean(r["test"]["auc"] for r in runs)  # noqa: E731
+    for comparison in sorted({key[:4] for key in groups}):
+        dataset, machine, training, _ = comparison
+        in_table = {key: runs for key, runs in groups.items() if key[:4] == comparison}
+        best_key = max(in_table, key=lambda key: mean_auc(in_table[key]))
+        on_cuda = machine.startswith("cuda")
         rows = []
-        for key, runs in sorted(in_dataset.items(), key=lambda item: -statistics.fmean(r["test"]["auc"] for r in item[1])):
-            _, model, interaction, settings, device, world_size = key
+        for key, runs in sorted(in_table.items(), key=lambda item: -mean_auc(item[1])):
+            model, interaction, settings = key[4:]
             auc, auc_std = mean_std([r["test"]["auc"] for r in runs])
             logloss, logloss_std = mean_std([r["test"]["logloss"] for r in runs])
             rows.append([
-                model, interaction, f"{auc:.4f} ± {auc_std:.4f} ({len(runs)})", f"{logloss:.4f} ± {logloss_std:.4f}",
-                significance(runs, in_dataset[best_key]),
+                model, interaction_label(runs, interaction), f"{auc:.4f} ± {auc_std:.4f} ({len(runs)})",
+                f"{logloss:.4f} ± {logloss_std:.4f}", significance(runs, in_table[best_key]),
                 f"{statistics.fmean(r['best_epoch'] for r in runs):.1f}/{statistics.fmean(r['epochs_run'] for r in runs):.1f}",
                 f"{statistics.fmean(r['train_samples_per_s'] for r in runs):,.0f}",
-                f"{max(r['memory']['rss_peak_bytes'] for r in runs) / MiB:,.0f}",
-                device + (f" ×{world_size}" if world_size > 1 else ""), settings,
+                peak_memory_mib(runs, on_cuda), settings,
             ])
-        lines += [f"### {dataset}", "", table(rows, [
+        lines += [f"### {dataset}, {machine}", "", f"Training: {training}.", "", table(rows, [
             "model", "interaction", "test AUC mean ± std (n)", "test logloss", "vs best (paired t, seeds)",
-            "best/run epochs", "train samples/s", "peak RSS MiB", "device", "settings"]), ""]
+            "best/run epochs", "train samples/s", "CUDA peak MiB" if on_cuda else "peak RSS MiB",
+            "hyper-parameters"]), ""]
     return lines
 
 
 # ------------------------------------------------------------------------------- speed and memory
-
-def latest_benchmark_file(results_dir: Path) -> Path | None:
-    files = sorted((Path(results_dir) / "benchmarks").glob("*/*.json"), key=lambda p: (p.stat().st_mtime, p.name))
-    return files[-1] if files else None
-
 
 def load_benchmarks(path: Path) -> tuple[list[dict], dict]:
     data = json.loads(Path(path).read_text())
     return data.get("benchmarks", []), data
 
 
-def environment_lines(run: dict, benchmarks: list[dict], source: Path) -> list[str]:
+def cells_as_run(document: dict) -> dict:
+    """A per-cell file (benchmark_cells/, rewritten after every cell) in the shape of pytest-benchmark's
+    JSON: what a session killed before its end leaves to render."""
+    env = document.get("environment") or {}
+    commit = str(env.get("git_commit") or "?")
+    return {"benchmarks": [c["benchmark"] for c in document["cells"] if c.get("status") == "ok" and c.get("benchmark")],
+            "machine_info": {"cpu": {"brand_raw": env.get("cpu_model", "?"), "count": env.get("cpu_count", "?")},
+                             "python_version": env.get("python", "?")},
+            "commit_info": {"id": commit.removesuffix("+dirty"), "dirty": commit.endswith("+dirty")},
+            "datetime": document.get("started", "?"), "partial": not document.get("complete"),
+            "ctrbench": {key: document.get(key) for key in ("session", "device", "device_name", "environment",
+                                                             "profile", "compile", "budget_s", "stopped", "cells")}}
+
+
+def benchmark_device(run: dict, benchmarks: list[dict]) -> tuple[str, str]:
+    """("cpu", "") or (device type, GPU name): the device a benchmark run measured on."""
+    suite = run.get("ctrbench") or {}
+    infos = [b.get("extra_info", {}) for b in benchmarks]
+    device = suite.get("device") or next((i["device"] for i in infos if i.get("device")), "cpu")
+    kind = str(device).split(":")[0]
+    if kind == "cpu":
+        return ("cpu", "")
+    return (kind, suite.get("device_name") or next((i["device_name"] for i in infos if i.get("device_name")), "?"))
+
+
+def latest_benchmark_runs(results_dir: Path, problems: list[str]) -> dict[tuple[str, str], tuple[Path, dict, list]]:
+    """The latest benchmark run of each device, {benchmark_device: (source, run, benchmarks)}, CPU first:
+    pytest-benchmark's JSON under benchmarks/, or the per-cell file of a session that never wrote one."""
+    results_dir = Path(results_dir)
+    runs, finished = [], set()
+    for path in sorted((results_dir / "benchmarks").glob("*/*.json")):
+        try:
+            benchmarks, run = load_benchmarks(path)
+        except (OSError, ValueError) as error:
+            problems.append(f"{path}: unreadable benchmark JSON ({error})")
+            continue
+        finished.add((run.get("ctrbench") or {}).get("session"))
+        runs.append((path, run, benchmarks))
+    for path in sorted((results_dir / "benchmark_cells").glob("*.json")):
+        try:
+            document = json.loads(path.read_text())
+            if document.get("kind") != "suite_cells" or not isinstance(document.get("cells"), list):
+                raise ValueError("not a suite cell file")
+            if document.get("session") in finished:
+                continue
+            run = cells_as_run(document)
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
+            problems.append(f"{path}: unreadable suite cell file ({error})")
+            continue
+        runs.append((path, run, run["benchmarks"]))
+    latest = {}
+    for path, run, benchmarks in sorted(runs, key=lambda r: (r[0].stat().st_mtime, r[0].name)):
+        latest[benchmark_device(run, benchmarks)] = (path, run, benchmarks)
+    return dict(sorted(latest.items(), key=lambda item: (item[0][0] != "cpu", item[0])))
+
+
+def device_title(device: tuple[str, str]) -> str:
+    """What a section's heading adds to name its device: nothing on the CPU (the sections it always had)."""
+    kind, name = device
+    return "" if kind == "cpu" else f" — {name} ({kind})"
+
+
+def environment_lines(run: dict, benchmarks: list[dict], source: Path, where: str = "") -> list[str]:
     machine = run.get("machine_info", {})
     cpu = machine.get("cpu", {}) if isinstance(machine.get("cpu"), dict) else {}
     info = benchmarks[0]["extra_info"] if benchmarks else {}
     commit = run.get("commit_info", {})
-    return ["## Environment of the speed and memory tables", "",
-            f"- source: `{source.as_posix()}` ({len(benchmarks)} benchmarks, {run.get('datetime', '?')})",
-            f"- CPU: {cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} logical cores; "
-            f"torch threads {info.get('threads', '?')}; device {info.get('device', '?')}",
-            f"- torch {info.get('torch', '?')}, Python {machine.get('python_version', '?')}, "
-            f"commit {str(commit.get('id', '?'))[:12]}{' (dirty)' if commit.get('dirty') else ''}", ""]
+    lines = [f"## Environment of the speed and memory tables{where}", "",
+             f"- source: `{source.as_posix()}` ({len(benchmarks)} benchmarks, {run.get('datetime', '?')})",
+             f"- CPU: {cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} logical cores; "
+             f"torch threads {info.get('threads', '?')}; device {info.get('device', '?')}",
+             f"- torch {info.get('torch', '?')}, Python {machine.get('python_version', '?')}, "
+             f"commit {str(commit.get('id', '?'))[:12]}{' (dirty)' if commit.get('dirty') else ''}"]
+    suite = run.get("ctrbench") or {}
+    gpu = (suite.get("environment") or {}).get("gpu")
+    if gpu:
+        lines.append(f"- GPU: {gpu.get('name', '?')} (compute capability {gpu.get('capability', '?')}, "
+                     f"{gpu.get('memory_bytes', 0) / 2**30:,.0f} GiB), CUDA {gpu.get('cuda_runtime', '?')}, "
+                     f"driver {gpu.get('driver') or '?'}")
+    if suite:
+        lines.append(f"- profile {suite.get('profile', '?')}, compiled cells: {suite.get('compile', '?')}"
+                     + (f", time budget {suite['budget_s']:g} s" if suite.get("budget_s") else ""))
+    if run.get("partial"):
+        lines.append("- **partial**: the session ended before pytest-benchmark wrote its JSON; these are the "
+                     "cells its per-cell file holds")
+    return lines + [""]
 
 
 def by_cell(benchmarks: list[dict], cell: str) -> list[dict]:
     return [b for b in benchmarks if b.get("extra_info", {}).get("cell") == cell]
 
 
-def speed_section(benchmarks: list[dict]) -> list[str]:
+def is_compiled(bench: dict) -> bool:
+    return bool(bench["extra_info"].get("compile"))
+
+
+def fallback(bench: dict) -> str | None:
+    """The implementation that ran instead of the one named (afm_kernel off the CPU, afm_triton on it)."""
+    ran = str(bench["extra_info"].get("backend") or bench["extra_info"]["interaction"]).split(" ")[0]
+    return None if ran == bench["extra_info"]["interaction"] else ran
+
+
+def speed_section(benchmarks: list[dict], where: str = "", reference: str = SPEED_REFERENCE) -> list[str]:
     lines = []
+    compiled_note = (" Rows marked `compiled`: the same cells under `torch.compile` (compiled before timing); "
+                     "their bracket is the speed-up over the eager cell of the row above."
+                     if any(is_compiled(b) for b in benchmarks) else "")
     layers = by_cell(benchmarks, "layer")
     if layers:
-        lines += ["## Speed: the pairwise product alone", "",
-                  f"Samples/s (batch / median time) and, in brackets, speed-up over `{SPEED_REFERENCE}` "
+        lines += [f"## Speed: the pairwise product alone{where}", "",
+                  f"Samples/s (batch / median time) and, in brackets, speed-up over `{reference}` "
                   "in the same run and shape. `train` is forward + backward. `product`: the implementation's "
                   "own output (pair products, or their sum); `AFM pooling`: pair products, attention net "
                   "(A=16) and weighted sum, or one fused implementation of all three. A dash: not measured "
-                  "(skipped for memory, or not in the profile).", ""]
+                  "(skipped for memory, or not in the profile). `[name]`: the implementation fell back to "
+                  "that code on this device." + compiled_note, ""]
         layout = lambda b: (b["extra_info"].get("pooling", "product"), b["extra_info"]["mode"],  # noqa: E731
                             b["extra_info"]["embed_dim"], b["extra_info"]["batch"])
         for pooling, mode, embed_dim, batch in sorted({layout(b) for b in layers}):
             cells = [b for b in layers if layout(b) == (pooling, mode, embed_dim, batch)]
             title = "AFM pooling" if pooling == "afm" else "product"
-            lines += [f"### {title}, {mode}, E={embed_dim}, B={batch}", "",
-                      wide_table(cells, "interaction", "num_fields", "F"), ""]
+            lines += [f"### {title}, {mode}, E={embed_dim}, B={batch}{where}", "",
+                      wide_table(cells, "interaction", "num_fields", "F", reference), ""]
     models = by_cell(benchmarks, "model")
     if models:
-        lines += ["## Speed: whole models", "",
+        lines += [f"## Speed: whole models{where}", "",
                   f"Train step = forward, backward and Adam step. Samples/s and speed-up over the same model with "
-                  f"`{SPEED_REFERENCE}`, same run.", ""]
+                  f"`{reference}`, same run. `[name]`: the implementation fell back to that code on this device."
+                  + compiled_note, ""]
         for shape, mode, batch in sorted({(b["extra_info"]["shape"], b["extra_info"]["mode"], b["extra_info"]["batch"])
                                           for b in models}):
             cells = [b for b in models if (b["extra_info"]["shape"], b["extra_info"]["mode"], b["extra_info"]["batch"])
                      == (shape, mode, batch)]
-            lines += [f"### {shape} shape ({cells[0]['extra_info']['num_fields']} fields), {mode}, B={batch}", "",
-                      wide_table(cells, "model", "interaction", ""), ""]
+            lines += [f"### {shape} shape ({cells[0]['extra_info']['num_fields']} fields), {mode}, B={batch}{where}",
+                      "", wide_table(cells, "model", "interaction", "", reference), ""]
     return lines
 
 
-def wide_table(cells: list[dict], row_key: str, column_key: str, column_label: str) -> str:
-    """Rows by `row_key`, columns by `column_key`, each cell 'samples/s (×speed-up)'."""
+def wide_table(cells: list[dict], row_key: str, column_key: str, column_label: str,
+               reference: str = SPEED_REFERENCE) -> str:
+    """Rows by `row_key` (a compiled row below its eager one), columns by `column_key`, each cell
+    'samples/s (×speed-up)': over `reference` eager in an eager row, over the eager cell in a compiled one."""
     columns = sorted({c["extra_info"][column_key] for c in cells}, key=lambda v: (isinstance(v, str), v))
-    rows = sorted({c["extra_info"][row_key] for c in cells})
-    medians = {(c["extra_info"][row_key], c["extra_info"][column_key]): c["stats"]["median"] for c in cells}
+    rows = sorted({(c["extra_info"][row_key], is_compiled(c)) for c in cells})
+    medians = {(c["extra_info"][row_key], is_compiled(c), c["extra_info"][column_key]): c["stats"]["median"]
+               for c in cells}
+    fallbacks = {(c["extra_info"][row_key], is_compiled(c), c["extra_info"][column_key]): fallback(c) for c in cells}
     batch = cells[0]["extra_info"]["batch"]
 
-    def reference_median(row, column):
+    def reference_median(row, compiled, column):
+        if compiled:
+            return medians.get((row, False, column))
         if row_key == "interaction":
-            return medians.get((SPEED_REFERENCE, column))
-        return medians.get((row, SPEED_REFERENCE))
+            return medians.get((reference, False, column))
+        return medians.get((row, False, reference))
 
     body = []
-    for row in rows:
-        line = [row]
+    for row, compiled in rows:
+        line = [f"{row} · compiled" if compiled else row]
         for column in columns:
-            median = medians.get((row, column))
+            median = medians.get((row, compiled, column))
             if median is None:
                 line.append("–")
                 continue
-            reference = reference_median(row, column)
-            speedup = f" (×{reference / median:.2f})" if reference else ""
-            line.append(f"{batch / median:,.0f}{speedup}")
+            base = reference_median(row, compiled, column)
+            speedup = f" (×{base / median:.2f})" if base else ""
+            ran = fallbacks[row, compiled, column]
+            line.append(f"{batch / median:,.0f}{speedup}" + (f" [{ran}]" if ran else ""))
         body.append(line)
     return table(body, [row_key] + [f"{column_label}={c}" if column_label else str(c) for c in columns])
 
 
-def cost_section(benchmarks: list[dict]) -> list[str]:
+def mib(value) -> str:
+    return "–" if value is None else f"{value / MiB:,.1f}"
+
+
+def cost_section(benchmarks: list[dict], where: str = "") -> list[str]:
+    """Per train cell: saved activations and FLOPs (eager only), peak RSS rise on the CPU, CUDA's peak
+    allocation on a GPU, compile time of compiled cells."""
+    on_gpu = any("cuda_peak_bytes" in b["extra_info"] for b in benchmarks)
     rows = []
     for bench in sorted(by_cell(benchmarks, "layer") + by_cell(benchmarks, "model"),
                         key=lambda b: (b["extra_info"]["cell"], b["group"], b["extra_info"].get("model", ""),
@@ -199,18 +339,49 @@ def cost_section(benchmarks: list[dict]) -> list[str]:
         info = bench["extra_info"]
         if info["mode"] != "train":
             continue
-        rss = info.get("peak_rss_rise_bytes")
-        rows.append([bench["group"], info.get("model", "–"), info["interaction"],
-                     f"{info['saved_activation_bytes'] / MiB:,.1f}", "–" if rss is None else f"{rss / MiB:,.1f}",
-                     f"{info['flops'] / 1e9:,.3f}"])
+        compile_s = info.get("compile_s")
+        row = [bench["group"], info.get("model", "–"),
+               info["interaction"] + (f" [{fallback(bench)}]" if fallback(bench) else ""),
+               mib(info.get("saved_activation_bytes"))]
+        if on_gpu:
+            row.append(mib(info.get("cuda_peak_bytes")))
+        else:
+            row += [mib(info.get("peak_rss_rise_bytes")),
+                    "–" if info.get("flops") is None else f"{info['flops'] / 1e9:,.3f}"]
+        rows.append(row + ["–" if compile_s is None else f"{compile_s:,.1f}"])
     if not rows:
         return []
-    return ["## Memory and FLOPs of one train step", "",
-            "Saved activations: bytes of the distinct storages autograd keeps for backward (deterministic). "
-            "Peak RSS rise: the kernel's high-water mark over the step's starting resident set. GFLOP: torch's "
-            "flop counter, which counts matrix-class operations only (gathers and elementwise products read 0, "
-            "and so does all of `afm_kernel`, a C++ kernel outside torch's operators).",
-            "", table(rows, ["cell", "model", "interaction", "saved activations MiB", "peak RSS rise MiB", "GFLOP"]), ""]
+    memory = (["CUDA peak MiB"] if on_gpu else ["peak RSS rise MiB", "GFLOP"])
+    return [f"## Memory and FLOPs of one train step{where}", "",
+            "Saved activations: bytes of the distinct storages autograd keeps for backward (deterministic; eager "
+            "cells only, a compiled graph's kernels are not torch's operators). "
+            + ("CUDA peak: `torch.cuda.max_memory_allocated()` over one step above what was allocated before it "
+               "(weights, optimizer state and inputs excluded). " if on_gpu else
+               "Peak RSS rise: the kernel's high-water mark over the step's starting resident set. GFLOP: torch's "
+               "flop counter, which counts matrix-class operations only (gathers and elementwise products read 0, "
+               "and so does all of `afm_kernel`, a C++ kernel outside torch's operators). ")
+            + "Compile s: the first call of a compiled cell (compilation and one step). `[name]`: the code that "
+              "ran where the implementation fell back to it.",
+            "", table(rows, ["cell", "model", "interaction", "saved activations MiB", *memory, "compile s"]), ""]
+
+
+def outcome_lines(run: dict, where: str = "") -> list[str]:
+    """Cells of the run that did not give a number, and why: out of memory, not compiling, an error, or
+    the time budget; nothing when every cell ran (or the run predates this record)."""
+    cells = (run.get("ctrbench") or {}).get("cells") or []
+    failed = [c for c in cells if c.get("status") in ("oom", "compile_error", "error")]
+    budget = [c for c in cells if c.get("status") == "budget"]
+    if not failed and not budget:
+        return []
+    lines = [f"## Cells without a number{where}", ""]
+    if failed:
+        rows = [[c["nodeid"].split("::")[-1], c["status"], " ".join(str(c.get("reason") or "").split())[:300]]
+                for c in failed]
+        lines += [table(rows, ["cell", "status", "reason"]), ""]
+    if budget:
+        lines += [f"{len(budget)} cells not run: {(run.get('ctrbench') or {}).get('stopped') or 'time budget spent'}.",
+                  ""]
+    return lines
 
 
 def data_section(benchmarks: list[dict]) -> list[str]:
@@ -329,21 +500,20 @@ def render(results_dir: Path) -> tuple[str, list[str]]:
              "Test-split AUC and logloss after early stopping on validation AUC; mean ± sample std over seeds "
              "(n). `vs best`: paired t-test of the row's per-seed AUC against the best row's (`*`: p < 0.05).", ""]
     lines += quality_section(records)
-    source = latest_benchmark_file(results_dir)
-    benchmarks: list[dict] = []
-    if source is not None:
+    runs = latest_benchmark_runs(results_dir, problems)
+    for device, (source, run, benchmarks) in runs.items():
+        where = device_title(device)
         try:
-            benchmarks, run = load_benchmarks(source)
-            lines += environment_lines(run, benchmarks, source.relative_to(results_dir))
-        except (OSError, ValueError, KeyError) as error:
-            problems.append(f"{source}: unreadable benchmark JSON ({error})")
-            benchmarks = []
-    if benchmarks:
-        lines += speed_section(benchmarks) + cost_section(benchmarks) + data_section(benchmarks)
-    else:
+            lines += environment_lines(run, benchmarks, source.relative_to(results_dir), where)
+            lines += (speed_section(benchmarks, where, SPEED_REFERENCE if device[0] == "cpu" else SWEEP_REFERENCE)
+                      + cost_section(benchmarks, where) + data_section(benchmarks) + outcome_lines(run, where))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+            problems.append(f"{source}: unreadable benchmark JSON ({error!r})")
+    if not runs:
         lines += ["_No benchmark run stored yet: `pytest bench/ --benchmark-only` makes one._", ""]
     lines += device_sweep_section(results_dir, problems)
-    plots = write_plots(results_dir, records, benchmarks)
+    # The plots show one device: the CPU where there is a CPU run (the figures they always showed).
+    plots = write_plots(results_dir, records, next(iter(runs.values()))[2] if runs else [])
     if plots:
         lines += ["## Plots", ""] + [f"![{plot.stem}]({plot.name})\n" for plot in plots]
     return "\n".join(lines), problems

@@ -63,3 +63,15 @@ def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cuda_step_peak_bytes(step, device: torch.device | str) -> int:
+    """CUDA's allocation peak during one call of `step` above what was allocated just before it: the
+    step's own working memory, not the weights, optimizer state and inputs it finds in place."""
+    device = torch.device(device)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before

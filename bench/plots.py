@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt    # noqa: E402
 
 
 def _layer_series(benchmarks: list[dict], value) -> dict[str, list[tuple[int, float]]]:
-    """{interaction: [(F, value)]} for train-mode AFM-pooling layer cells at the most common (E, B)."""
+    """{interaction: [(F, value)]} for eager train-mode AFM-pooling layer cells at the most common (E, B)."""
     layers = [b for b in benchmarks if b.get("extra_info", {}).get("cell") == "layer"
-              and b["extra_info"]["mode"] == "train" and b["extra_info"].get("pooling") == "afm"]
+              and b["extra_info"]["mode"] == "train" and b["extra_info"].get("pooling") == "afm"
+              and not b["extra_info"].get("compile")]
     if not layers:
         return {}
     shapes = [(b["extra_info"]["embed_dim"], b["extra_info"]["batch"]) for b in layers]

@@ -24,7 +24,7 @@ def test_sweep_on_cpu_writes_every_cell(tmp_path):
     assert device_sweep.main([*TINY, "--out", str(out)]) == 0
     sweep = json.loads(out.read_text())
     impls = device_sweep.device_implementations(device_sweep.torch.device("cpu"))
-    assert impls == implementations("afm") and "triu_index" in impls
+    assert impls == implementations("afm", "cpu") and "triu_index" in impls
     assert sweep["kind"] == "device_sweep" and sweep["complete"] and sweep["finished"] and sweep["stopped"] is None
     assert sweep["environment"]["device"] == "cpu" and sweep["device_name"]
     assert sweep["planned_cells"] == len(sweep["cells"]) == 2 * 2 * len(impls)

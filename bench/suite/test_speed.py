@@ -1,8 +1,10 @@
 """Speed and cost of every pairwise-product implementation, alone and inside each model.
 
 Parametrized over the registry: a new implementation or model is benchmarked the moment it registers.
-Each record's extra_info carries the cell, the environment, FLOPs, saved-activation bytes and the
-peak-RSS rise of one call; pytest-benchmark stores the timings.
+Each record's extra_info carries the cell, the environment, the code that actually ran (`backend`),
+and costs: on the CPU FLOPs, saved-activation bytes and the peak-RSS rise of one call; on a GPU
+saved-activation bytes and the CUDA peak allocation of one step. pytest-benchmark stores the timings.
+Compiled cells (`compile` in the cell) compile in their first call, before any timing, and record it.
 """
 import math
 import time
@@ -10,46 +12,89 @@ import time
 import pytest
 import torch
 
-from ctrbench.cells import MAX_TENSOR_BYTES, gate_cells, layer_cells, layer_step, model_cells, model_step
+from ctrbench.cells import (CellCompileError, cell_id, gate_cells, layer_cells, layer_step, model_cells, model_step,
+                            too_large)
 from ctrbench.costs import flops, peak_rss_rise_bytes, saved_activation_bytes
-from ctrbench.pytest_plugin import is_gate_run
+from ctrbench.environment import device_name
+from ctrbench.memory import cuda_step_peak_bytes
+from ctrbench.pytest_plugin import is_gate_run, suite_device
 
 ROUNDS = {"quick": 5, "full": 10}
 GATE_ROUNDS = 9
 
 
-def cell_id(cell) -> str:
-    return "-".join(str(v) for v in cell.__dict__.values())
-
-
 def pytest_generate_tests(metafunc):
     config = metafunc.config
     profile = config.getoption("ctrbench_profile")
+    compile = config.getoption("ctrbench_compile")
+    device_type = suite_device(config).type
     gate = is_gate_run(config)
     if "layer_cell" in metafunc.fixturenames:
-        cells = [] if gate else layer_cells(profile)
+        cells = [] if gate else layer_cells(profile, device_type, compile)
         metafunc.parametrize("layer_cell", cells, ids=cell_id)
     if "gate_cell" in metafunc.fixturenames:
         metafunc.parametrize("gate_cell", gate_cells() if gate else [], ids=cell_id)
     if "model_cell" in metafunc.fixturenames:
-        metafunc.parametrize("model_cell", [] if gate else model_cells(profile), ids=cell_id)
+        metafunc.parametrize("model_cell", [] if gate else model_cells(profile, device_type, compile), ids=cell_id)
 
 
-def environment_info() -> dict:
-    return {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__}
+def environment_info(device: torch.device) -> dict:
+    info = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+    if device.type == "cuda":
+        info.update(cuda=torch.version.cuda, float32_matmul_precision=torch.get_float32_matmul_precision())
+    return info
 
 
 MIN_ROUND_SECONDS = 0.01     # a round of a few microseconds would time the timer, not the step
 
 
-def measure(benchmark, cell, step, rounds):
+def synchronized(step, device: torch.device):
+    """The step, waiting for the GPU's queue at its end so that a timing covers the work, not its launch."""
+    if device.type != "cuda":
+        return step
+
+    def run():
+        out = step()
+        torch.cuda.synchronize(device)
+        return out
+    return run
+
+
+def first_call(cell, step) -> float | None:
+    """Allocator and caches warm; a compiled cell compiles here: its seconds, or CellCompileError."""
+    if not cell.compile:
+        step()
+        return
+    started = time.perf_counter()
+    try:
+        step()
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001  (whatever the compiler raises, the cell did not compile)
+        raise CellCompileError(f"torch.compile failed: {type(error).__name__}: {error}"[:2000]) from error
+    return time.perf_counter() - started
+
+
+def measure(benchmark, cell, step, rounds, device: torch.device):
     benchmark.group = cell.group
     benchmark.extra_info.update(cell.info())
-    benchmark.extra_info.update(environment_info())
-    step()                                           # first call: allocator and caches warm
-    benchmark.extra_info["flops"] = flops(step)
-    benchmark.extra_info["saved_activation_bytes"] = saved_activation_bytes(step)
-    benchmark.extra_info["peak_rss_rise_bytes"] = peak_rss_rise_bytes(step)
+    benchmark.extra_info.update(environment_info(device))
+    benchmark.extra_info["backend"] = step.backend
+    step = synchronized(step, device)
+    compile_s = first_call(cell, step)
+    if compile_s is not None:
+        benchmark.extra_info["compile_s"] = compile_s      # compilation + one step
+    # Costs of the eager graph: the compiled one runs inductor's kernels, which the flop counter and
+    # autograd's saved-tensor hooks do not see as they see torch's operators.
+    if not cell.compile:
+        if device.type == "cpu":      # the same count on any device: the CPU run has it
+            benchmark.extra_info["flops"] = flops(step)
+        benchmark.extra_info["saved_activation_bytes"] = saved_activation_bytes(step)
+    if device.type == "cpu":
+        benchmark.extra_info["peak_rss_rise_bytes"] = peak_rss_rise_bytes(step)
+    else:
+        benchmark.extra_info["cuda_peak_bytes"] = cuda_step_peak_bytes(step, device)
     started = time.perf_counter()
     step()
     iterations = max(1, math.ceil(MIN_ROUND_SECONDS / max(time.perf_counter() - started, 1e-9)))
@@ -58,20 +103,24 @@ def measure(benchmark, cell, step, rounds):
     benchmark.extra_info["samples_per_s"] = cell.batch / benchmark.stats.stats.median
 
 
-def run_layer_cell(benchmark, cell, rounds):
-    if cell.largest_tensor_bytes > MAX_TENSOR_BYTES:
-        pytest.skip(f"{cell.interaction} at {cell.group} would hold a {cell.largest_tensor_bytes / 2**30:.1f} GiB "
-                    f"tensor (limit {MAX_TENSOR_BYTES / 2**30:.0f} GiB on this suite)")
-    measure(benchmark, cell, layer_step(cell), rounds)
+def run_layer_cell(benchmark, cell, rounds, device: torch.device):
+    reason = too_large(cell, device)
+    if reason:
+        pytest.skip(reason)
+    measure(benchmark, cell, layer_step(cell, device), rounds, device)
 
 
 def test_layer(benchmark, layer_cell, request):
-    run_layer_cell(benchmark, layer_cell, ROUNDS[request.config.getoption("ctrbench_profile")])
+    config = request.config
+    run_layer_cell(benchmark, layer_cell, ROUNDS[config.getoption("ctrbench_profile")], suite_device(config))
 
 
 def test_gate_layer(benchmark, gate_cell):
-    run_layer_cell(benchmark, gate_cell, GATE_ROUNDS)
+    run_layer_cell(benchmark, gate_cell, GATE_ROUNDS, torch.device("cpu"))
 
 
 def test_model(benchmark, model_cell, request):
-    measure(benchmark, model_cell, model_step(model_cell), ROUNDS[request.config.getoption("ctrbench_profile")])
+    config = request.config
+    device = suite_device(config)
+    measure(benchmark, model_cell, model_step(model_cell, device), ROUNDS[config.getoption("ctrbench_profile")],
+            device)

@@ -64,8 +64,13 @@ def _partners(V: torch.Tensor, K: int) -> torch.Tensor:
 
 
 def _products(V: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-    """q for every slot, contiguous (n, K, F, E)."""
-    return torch.mul(V[:, None], partners, out=V.new_empty(partners.shape))
+    """q for every slot, contiguous (n, S, E), slot (k, i) at row k·F + i."""
+    n, K, F, E = partners.shape
+    if torch.compiler.is_compiling():
+        # A traced mul(out=) takes the broadcast's own layout ((n, F, K, E): K and F step alike in
+        # `partners`), which no view can flatten; the compiler writes the contiguous copy in the same kernel.
+        return (V[:, None] * partners).contiguous().view(n, K * F, E)
+    return torch.mul(V[:, None], partners, out=V.new_empty(partners.shape)).view(n, K * F, E)
 
 
 def dropout_mask(emb: torch.Tensor, attention) -> torch.Tensor | None:
@@ -102,7 +107,7 @@ class _FusedAttentionPooling(torch.autograd.Function):
             weights[lo:lo + n] = w
             if not weights_only:
                 a = w if mask is None else w * mask[lo:lo + n]
-                torch.bmm(a[:, None], Q.view(n, S, E), out=out[lo:lo + n, None])
+                torch.bmm(a[:, None], Q, out=out[lo:lo + n, None])
         if weights_only:
             return weights
         ctx.save_for_backward(V, W, b, h, weights, mask)
@@ -127,7 +132,7 @@ class _FusedAttentionPooling(torch.autograd.Function):
             partners = _partners(Vc, K)
             Q = _products(Vc, partners)
             Qf = Q.view(-1, E)
-            da = torch.bmm(gc[:, None, :], Q.view(n, S, E).transpose(1, 2)).view(n, S)
+            da = torch.bmm(gc[:, None, :], Q.transpose(1, 2)).view(n, S)
             w = weights[lo:lo + n]
             if mask is None:
                 a, dw = w, da
@@ -171,9 +176,9 @@ class FusedAttentionPooling(nn.Module):
         per_row = F * self.K * max(E, attention.hidden.out_features)
         budget = CPU_CHUNK_ELEMS if emb.device.type == "cpu" else OTHER_CHUNK_ELEMS
         repeat_bias = None
-        if bool(self.repeat.any()):
-            repeat_bias = torch.zeros(self.repeat.shape, dtype=emb.dtype, device=emb.device)
-            repeat_bias[self.repeat] = float("-inf")
+        if self.num_fields % 2 == 0:     # a Python test and masked_fill: no host sync, no graph break
+            repeat_bias = torch.zeros(self.repeat.shape, dtype=emb.dtype, device=emb.device).masked_fill_(
+                self.repeat, float("-inf"))
         return _FusedAttentionPooling.apply(
             emb, attention.hidden.weight, attention.hidden.bias, attention.score.weight.view(-1),
             mask, repeat_bias, self.K, max(1, budget // per_row), weights_only)
