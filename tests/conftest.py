@@ -38,3 +38,36 @@ def make_tiny_dataset(rows=3000, field_dims=(4, 5, 3, 6), seed=0) -> TinyDataset
 @pytest.fixture
 def tiny_dataset():
     return make_tiny_dataset()
+
+
+def away_from_relu_kink(attention, emb) -> None:
+    """Set AFM's hidden bias b so that no hidden unit z = W q + b of these embeddings' pair products
+    q lies near ReLU's kink: b_a = ±1.5 max |W_a q| (signs alternate, so units are on and off), hence
+    |z_a| >= 0.5 max |W_a q|. At GPU sizes (millions of z) a few z otherwise lie within float32 (or
+    TF32) rounding of 0, and which side they fall on depends on the order of the sums: two correct
+    implementations then differ in those samples' gradients by far more than rounding (seen on an
+    H200: 14 of 2.6M embedding-gradient elements, 8.6e-4 of the largest, in one sample's two fields).
+    Pinned away from the kink, any difference is arithmetic. W, and so the attention's variation over
+    pairs, is left as it was."""
+    import torch
+    from ctrbench.models.interactions.reference import pair_products_reference
+    with torch.no_grad():
+        hidden = attention.hidden
+        reach = (pair_products_reference(emb) @ hidden.weight.T).abs().amax(dim=(0, 1))     # (A,)
+        signs = torch.ones_like(reach)
+        signs[1::2] = -1
+        hidden.bias.copy_(1.5 * signs * reach)
+
+
+def gradient_floor(k: int, ref_grads, num_fields: int, pinned: bool) -> float:
+    """The scale below which the k-th of AFM pooling's gradients (emb, W, b, h) is rounding noise.
+
+    With F = 2 the single weight is 1 whatever the attention net does, so the net's gradients are 0
+    up to rounding: held to the embeddings' gradient scale. Pinned away from ReLU's kink
+    (`away_from_relu_kink`), each hidden unit is on for every pair or for none, and the softmax's
+    gradients sum to 0 over the pairs, so b's gradient is 0 up to rounding: held to W's scale."""
+    if num_fields == 2 and k > 0:
+        return ref_grads[0].abs().max().item()
+    if pinned and k == 2:
+        return ref_grads[1].abs().max().item()
+    return 0.0

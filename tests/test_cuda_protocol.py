@@ -34,7 +34,8 @@ def test_a_gpu_run_records_cuda_memory_and_the_gpu_and_trains_like_the_cpu(model
     assert all(h["cuda_peak_bytes"] > 0 for h in on_gpu["history"])
     gpu = on_gpu["environment"]["gpu"]
     assert gpu["name"] == torch.cuda.get_device_name() and gpu["cuda_runtime"] == torch.version.cuda
-    assert on_gpu["running_backend"] == ("afm_fused" if interaction == "afm_kernel" else interaction)
+    # afm_kernel is CPU-only: on the GPU it runs afm_fused, and the record says so (and why).
+    assert on_gpu["running_backend"].startswith("afm_fused" if interaction == "afm_kernel" else interaction)
     assert on_gpu["compile"] is compile and on_gpu["warmup_seconds"] > 0
     # NFM's dropout draws differ between devices; afm_kernel would build its C++ kernel on the CPU.
     if model_name != "nfm" and interaction != "afm_kernel":
