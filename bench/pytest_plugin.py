@@ -193,8 +193,7 @@ class CellLog:
         return f"{self.document['stopped']} (--ctrbench-budget-s)"
 
     def add(self, item, status: str, reason: str | None, seconds: float, benchmark=None) -> None:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        cell = next((params[name] for name in CELL_FIXTURES if name in params), None)
+        cell = item_cell(item)
         entry = {"nodeid": item.nodeid, "status": status, "reason": reason, "seconds": round(seconds, 3),
                  "group": cell.group if cell is not None else None,
                  "extra_info": cell.info() if cell is not None else {}, "benchmark": None}
@@ -223,6 +222,13 @@ class CellLog:
     def write(self) -> None:
         from .records import write_record
         write_record(self.path, self.document)
+
+
+def item_cell(item):
+    """The suite cell a test item measures, or None (an empty parametrization gives pytest's NOTSET
+    placeholder, as a profile with no cells of one kind on this device does)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return next((params[name] for name in CELL_FIXTURES if hasattr(params.get(name), "info")), None)
 
 
 def cell_log(config) -> CellLog | None:

@@ -336,3 +336,18 @@ def test_a_killed_gpu_session_is_rendered_from_its_cell_file(tmp_path):
     cell_file.write_text(cell_file.read_text().replace('"session": "nvidia-h200_x"', '"session": "0003_cuda.json"'))
     markdown, _ = render(results)
     assert "**partial**" not in markdown and "0003_cuda.json" in markdown
+
+
+def test_an_item_of_an_empty_parametrization_has_no_cell():
+    # On a GPU some cell kinds have no cells; pytest then passes its NOTSET placeholder, which once
+    # crashed the cell log at the end of the GPU suite (INTERNALERROR).
+    from types import SimpleNamespace
+
+    from _pytest.compat import NOTSET
+
+    from ctrbench.cells import LayerCell
+    from ctrbench.pytest_plugin import item_cell
+    cell = LayerCell("triu_index", 10, 16, 1024, "train")
+    assert item_cell(SimpleNamespace(callspec=SimpleNamespace(params={"layer_cell": cell}))) is cell
+    assert item_cell(SimpleNamespace(callspec=SimpleNamespace(params={"model_cell": NOTSET}))) is None
+    assert item_cell(SimpleNamespace()) is None
