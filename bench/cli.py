@@ -49,6 +49,9 @@ def add_run_parser(commands) -> None:
     parser.add_argument("--plateau-lr-factor", type=float, default=None,
                         help="multiply the lr by this on each epoch without gain (BARS: 0.1 with --patience 2)")
     add_machine_arguments(parser)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each model for training and evaluation (its own cell in the records; "
+                             "compilation is warm-up, outside the recorded throughput)")
     parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
                         help="under torchrun: limit on the rendezvous and on every collective, so a hung rank "
                              "ends the job (default $CTRBENCH_DIST_TIMEOUT or 600)")
@@ -73,7 +76,7 @@ def command_run(args) -> int:
         run_grid(args.dataset, args.models, interactions, args.seeds, args.results_dir, hparams=hparams,
                  dataset_options=dict(args.data_option), config=config, device=args.device,
                  data_dir=args.data_dir, progress=not args.quiet and writer,
-                 log=print if writer else (lambda message: None), distributed=cluster)
+                 log=print if writer else (lambda message: None), distributed=cluster, compile=args.compile)
     except BaseException as error:
         if cluster:
             report_failure(cluster, error)
@@ -115,8 +118,9 @@ def add_gate_baseline_parser(commands) -> None:
     parser = commands.add_parser(
         "gate-baseline", help="measure the regression gate's cells on unchanged code and write its baseline",
         description="Runs the gate's benchmark cells RUNS times (each in a fresh pytest process), takes the "
-                    "median time ratio per cell, reports the run-to-run spread, and writes the baseline that "
-                    "`pytest bench/ --benchmark-only --ctrbench-gate` checks against. Needs the source checkout.")
+                    "median time ratio per cell, reports the run-to-run spread, and writes the baseline with "
+                    "this machine's signature and the commit measured, which `ctrbench gate` checks against "
+                    "(on another machine, by timing that commit beside the candidate). Needs the source checkout.")
     parser.add_argument("--runs", type=int, default=5, help="runs of unchanged code (default 5)")
     parser.add_argument("--tolerance", type=float, default=gate.DEFAULT_TOLERANCE,
                         help=f"allowed growth of a time ratio, as a fraction (default {gate.DEFAULT_TOLERANCE}); "
@@ -130,13 +134,18 @@ def command_gate_baseline(args) -> int:
         raise ValueError("--runs must be >= 1")
     if not 0 < args.tolerance < 1:
         raise ValueError(f"--tolerance must be in (0, 1) so that a 2x slowdown trips the gate, got {args.tolerance}")
+    source = gate.provenance()
     with tempfile.TemporaryDirectory() as workdir:
         runs = gate.measure_runs(args.runs, Path(workdir))
-    baseline = gate.baseline_from_runs(runs, args.tolerance)
+    baseline = {**gate.baseline_from_runs(runs, args.tolerance), **source}
     print(f"measured spread of time ratios over {args.runs} runs: {baseline['measured_spread']:.1%} "
           f"(tolerance {args.tolerance:.0%})")
     if baseline["measured_spread"] >= args.tolerance:
         print("warning: the spread reaches the tolerance; unchanged code could fail the gate", file=sys.stderr)
+    print(f"machine: {gate.describe(source['machine'])}, signature {source['machine']['signature']}")
+    if source["code_changed"] is not False:
+        print(f"note: measured with uncommitted code changes (on {source['commit'] or 'no commit'}); on another "
+              "machine the gate times the commit that holds this file, so commit it with the code it measured")
     print(f"baseline: {gate.save_baseline(baseline, args.output)}")
     return 0
 
@@ -144,12 +153,20 @@ def command_gate_baseline(args) -> int:
 def add_gate_parser(commands) -> None:
     parser = commands.add_parser(
         "gate", help="the performance-regression gate: fail if a cell regressed against the baseline",
-        description="Runs the gate's benchmark cells in a fresh pytest process and compares them with the "
-                    "committed baseline: deterministic costs must not grow, time ratios to triu_index may grow "
-                    "by at most the baseline's tolerance. Cells that regress are measured again, up to ATTEMPTS "
-                    "runs, and only a cell that regresses in every run fails the gate. Needs the source checkout.")
-    parser.add_argument("--attempts", type=int, default=3, help="runs before a regression counts (default 3)")
-    parser.add_argument("--baseline", type=Path, default=gate.BASELINE)
+        description="Runs the gate's benchmark cells in fresh pytest processes: deterministic costs must not "
+                    "grow, time ratios to triu_index may grow by at most the baseline's tolerance. On the "
+                    "baseline's machine (same signature) it compares with the baseline's ratios; elsewhere it "
+                    "times the baseline's commit and the candidate here, interleaved (A/B); without that "
+                    "commit's code (shallow clone) it checks the costs only, and says so. Cells that regress "
+                    "are measured again, up to ATTEMPTS times, and only a cell that regresses every time fails "
+                    "the gate. Needs the source checkout.")
+    parser.add_argument("--attempts", type=int, default=3, help="measurements before a regression counts (default 3)")
+    parser.add_argument("--baseline", type=Path, default=gate.BASELINE,
+                        help=f"the baseline file (default {gate.BASELINE.relative_to(gate.REPO)} in the checkout)")
+    parser.add_argument("--ab", action="store_true",
+                        help="time the baseline's commit beside the candidate even on the baseline's own machine")
+    parser.add_argument("-k", dest="keyword", metavar="EXPRESSION",
+                        help="only the gate cells this pytest -k expression selects (a quick look, not the gate)")
     parser.set_defaults(handler=command_gate)
 
 
@@ -158,12 +175,14 @@ def command_gate(args) -> int:
         raise ValueError("--attempts must be >= 1")
     baseline = gate.load_baseline(args.baseline)
     with tempfile.TemporaryDirectory() as workdir:
-        regressions, notes = gate.check(baseline, Path(workdir), args.attempts)
+        regressions, notes, comparison = gate.run_gate(
+            baseline, Path(workdir), args.attempts, baseline_path=args.baseline, ab=args.ab,
+            pytest_args=("-k", args.keyword) if args.keyword else ())
     for note in notes:
         print(f"gate: note: {note}")
     for regression in regressions:
         print(f"gate: REGRESSION: {regression}")
-    print(f"gate: {len(baseline['cells'])} baseline cells, {len(regressions)} confirmed regression(s)")
+    print(f"gate: {len(regressions)} confirmed regression(s); compared with {comparison}")
     return 1 if regressions else 0
 
 
