@@ -53,5 +53,6 @@ def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice; on a busy "
                                                     "2-core machine 1 is often much faster)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where records, reports and the leaderboard go (default results/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

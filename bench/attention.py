@@ -573,9 +573,12 @@ def add_attention_parser(commands) -> None:
     parser.add_argument("--embed-dim", type=int, default=DEFAULT_EMBED_DIM, help="embedding size (default 16)")
     parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE", dest="hparams",
                         help="model hyper-parameter, e.g. attn_dim=32 (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_CONFIG["batch_size"])
-    parser.add_argument("--lr", type=float, default=DEFAULT_CONFIG["lr"])
-    parser.add_argument("--max-epochs", type=int, default=DEFAULT_CONFIG["max_epochs"])
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_CONFIG["batch_size"],
+                        help=f"training batch (default {DEFAULT_CONFIG['batch_size']})")
+    parser.add_argument("--lr", type=float, default=DEFAULT_CONFIG["lr"],
+                        help=f"Adam's learning rate (default {DEFAULT_CONFIG['lr']:g})")
+    parser.add_argument("--max-epochs", type=int, default=DEFAULT_CONFIG["max_epochs"],
+                        help=f"upper bound on epochs (default {DEFAULT_CONFIG['max_epochs']})")
     parser.add_argument("--patience", type=int, default=DEFAULT_CONFIG["patience"])
     add_machine_arguments(parser)
     parser.set_defaults(handler=command_attention)

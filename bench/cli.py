@@ -40,10 +40,14 @@ def add_run_parser(commands) -> None:
     parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE", dest="hparams",
                         help="model hyper-parameter, e.g. attn_dim=32 or hidden=[64,32] (repeatable)")
     defaults = TrainConfig()
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help=f"training batch (default {defaults.batch_size}; a GPU wants 4096-65536)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam's learning rate (default {defaults.lr:g})")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                        help=f"Adam's L2 weight decay on every parameter (default {defaults.weight_decay:g})")
+    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
+                        help=f"upper bound on epochs when early stopping does not end a run first "
+                             f"(default {defaults.max_epochs})")
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="epochs without validation-AUC gain before stopping (default 10, as the article)")
     parser.add_argument("--plateau-lr-factor", type=float, default=None,
@@ -93,7 +97,8 @@ def add_leaderboard_parser(commands) -> None:
     parser = commands.add_parser("leaderboard", help="regenerate RESULTS/leaderboard.md from the stored records",
                                  description="Rebuild the Markdown leaderboard from the JSON records; corrupt "
                                              "or partial records are reported and skipped.")
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
+                        help=f"where the records are and the leaderboard goes (default {DEFAULT_RESULTS}/)")
     parser.set_defaults(handler=lambda args: print(f"leaderboard: {write_leaderboard(args.results_dir)}") or 0)
 
 

@@ -107,3 +107,10 @@ def test_a_dataset_in_the_user_cache_is_found_when_the_shared_folder_lacks_it(tm
     assert resolve_data_dir(name="criteo") == cached
     assert resolve_data_dir(name="frappe") == shared
     assert resolve_data_dir() == shared
+
+
+def test_every_option_of_run_says_what_it_does():
+    done = subprocess.run([sys.executable, "-m", "ctrbench", "run", "--help"], capture_output=True, text=True)
+    for option in ("--batch-size", "--lr", "--weight-decay", "--max-epochs", "--results-dir", "--patience"):
+        described = done.stdout.split(option, 2)[2].split("\n  --")[0]
+        assert "default" in described, f"{option} has no help with its default: {described!r}"
