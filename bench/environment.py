@@ -21,14 +21,16 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str | None:
-    """The commit of the ctrbench checkout (suffixed '+dirty' if it has local changes), if any."""
+    """The commit of the ctrbench checkout (suffixed '+dirty' if its code has local changes), if any.
+    Changes under results/ do not count: a run that only wrote its own records leaves the code as it was."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                                 timeout=5)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":(top)", ":(top,exclude)results"], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -329,3 +329,16 @@ def pytest_sessionfinish(session, exitstatus):
         from .leaderboard import write_leaderboard
         path = write_leaderboard(config.getoption("ctrbench_results"), log=say)
         say(f"ctrbench: leaderboard regenerated: {path}")
+
+
+def pytest_benchmark_generate_commit_info(config):
+    """pytest-benchmark's commit info, with ctrbench's idea of dirty: rewritten results/ (the suite's
+    own output) do not make the code look modified, nor name the stored JSON `uncommitted-changes`."""
+    from pytest_benchmark.utils import get_commit_info
+
+    from .environment import git_commit
+    info = get_commit_info()
+    commit = git_commit()
+    if commit is not None:
+        info["dirty"] = commit.endswith("+dirty")
+    return info
