@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,9 +24,9 @@ import torch
 from ctrbench.models import create_model, interaction_entry, running_backend
 
 from .cells import SHAPES, ModelCell, model_step, random_ids
-from .device_sweep import now
+from .device_sweep import check_timing_args, now, pinned_device
 from .environment import device_name, environment
-from .memory import synchronize
+from .memory import time_step
 from .records import write_record
 
 # (label, model, interaction, compiled): the contenders of one shape, run back to back.
@@ -44,30 +43,6 @@ SHAPE_OF_FIELDS = {39: "criteo", 100: "wide"}
 SHAPES_RUN = ((39, 16384), (39, 65536), (100, 16384), (39, 4096))
 MODES = ("train", "inference")
 CHECKED = ("afm_triton", "afm_triton_tf32")
-
-
-def time_step(step, device: torch.device, warmup: int, reps: int) -> dict:
-    """Median and min of `reps` steps, each between synchronisations; on CUDA the peak allocation of one
-    more step above what was allocated before it (the model, optimizer state and inputs excluded)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    peak_extra = None
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        synchronize(device)
-        peak_extra = torch.cuda.max_memory_allocated(device) - before
-    median = statistics.median(times)
-    return {"median_s": median, "min_s": min(times), "peak_extra_bytes": peak_extra}
 
 
 def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -226,20 +201,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     labels = [c[0] for c in CONTENDERS]
     if bad := [i for i in args.impls or [] if i not in labels]:
         parser.error(f"unknown contender(s) {bad}; known: {', '.join(labels)}")
-    if bad := [m for m in args.modes if m not in MODES]:
-        parser.error(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
-    if args.reps < 1 or args.warmup < 0:
-        parser.error("--reps must be >= 1 and --warmup >= 0")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no CUDA device")
+    check_timing_args(parser, args, MODES)
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = pinned_device(args.device)
     contenders = [c for c in CONTENDERS if args.impls is None or c[0] in args.impls]
     run(device, args.out, args.shapes, args.modes, contenders, args.warmup, args.reps, args.budget_s,
         args.check_batch, sys.argv[1:] if argv is None else list(argv), log=lambda *a: print(*a, flush=True))

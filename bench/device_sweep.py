@@ -12,7 +12,6 @@ import argparse
 import datetime
 import gc
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from ctrbench.models import ATTENTION_POOLED, interaction_entry
 
 from .cells import ATTN_DIM, MEMORY_FACTOR, LayerCell, device_memory_bytes, implementations, layer_step
 from .environment import device_name, environment
-from .memory import cuda_step_peak_bytes, synchronize
+from .memory import time_step
 from .records import write_record
 
 FIELDS = (39, 100)                  # Criteo's field count, and a wide model
@@ -50,20 +49,8 @@ def plan(fields, batches, modes, impls) -> list[LayerCell]:
 def measure(cell: LayerCell, device: torch.device, warmup: int, reps: int) -> dict:
     """Median and min of `reps` timed steps, each between synchronisations; then, on CUDA, one more
     step's peak allocation above what was allocated before it (weights and inputs excluded)."""
-    step = layer_step(cell, device)
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    peak_extra = cuda_step_peak_bytes(step, device) if device.type == "cuda" else None
-    median = statistics.median(times)
-    return {"status": "ok", "median_s": median, "min_s": min(times), "samples_per_s": cell.batch / median,
-            "peak_extra_bytes": peak_extra}
+    timed = time_step(layer_step(cell, device), device, warmup, reps)
+    return {"status": "ok", **timed, "samples_per_s": cell.batch / timed["median_s"]}
 
 
 def run_cell(cell: LayerCell, device: torch.device, warmup: int, reps: int, memory_bytes: int | None) -> dict:
@@ -165,23 +152,34 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the file goes to RESULTS/gpu/afm_<device-name>.json (default results)")
     parser.add_argument("--out", type=Path, help="write here instead")
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.warmup < 0:
-        parser.error("--reps must be >= 1 and --warmup >= 0")
-    if bad := [m for m in args.modes if m not in MODES]:
-        parser.error(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
     if bad := [i for i in args.impls or [] if i not in implementations("afm")]:
         parser.error(f"not an AFM implementation: {bad}; known: {', '.join(implementations('afm'))}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no CUDA device (torch.cuda.is_available() is False)")
+    check_timing_args(parser, args, MODES)
     return args
+
+
+def check_timing_args(parser: argparse.ArgumentParser, args: argparse.Namespace, modes) -> None:
+    """What this sweep and afm_gpu_step both refuse: no timed step, a negative warm-up, a mode not in
+    `modes`, a CUDA device torch cannot see."""
+    if args.reps < 1 or args.warmup < 0:
+        parser.error("--reps must be >= 1 and --warmup >= 0")
+    if bad := [m for m in args.modes if m not in modes]:
+        parser.error(f"unknown mode(s) {bad}; known: {', '.join(modes)}")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA device (torch.cuda.is_available() is False)")
+
+
+def pinned_device(text: str) -> torch.device:
+    """`text` as a device, a bare "cuda" as the current GPU: the record then names which one ran."""
+    device = torch.device(text)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = pinned_device(args.device)
     impls = args.impls or device_implementations(device)
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
     out = args.out or args.results_dir / "gpu" / f"afm_{slug}.json"

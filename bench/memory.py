@@ -1,9 +1,12 @@
-"""Peak memory of a region of code: resident set size sampled by a thread, and CUDA's own counter."""
+"""Peak memory of a region of code: resident set size sampled by a thread, and CUDA's own counter; and
+the synchronised timing of a step that the GPU measurements (device_sweep, afm_gpu_step, step_gap) share."""
 from __future__ import annotations
 
 import os
 import resource
+import statistics
 import threading
+import time
 from contextlib import contextmanager
 
 import torch
@@ -75,3 +78,27 @@ def cuda_step_peak_bytes(step, device: torch.device | str) -> int:
     step()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before
+
+
+def timed_rounds(step, device: torch.device | str, warmup: int, rounds: int, calls: int = 1) -> list[float]:
+    """Seconds of each of `rounds` rounds of `calls` back-to-back calls of `step`, after `warmup` untimed
+    calls. Each round lies between two synchronisations, so on a GPU it covers the queued work too."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(rounds):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_step(step, device: torch.device | str, warmup: int, reps: int) -> dict:
+    """Median and min of `reps` synchronised calls of `step` after `warmup`; on CUDA the peak allocation of
+    one more call above what was allocated before it (`cuda_step_peak_bytes`), else None."""
+    times = timed_rounds(step, device, warmup, reps)
+    peak_extra = cuda_step_peak_bytes(step, device) if torch.device(device).type == "cuda" else None
+    return {"median_s": statistics.median(times), "min_s": min(times), "peak_extra_bytes": peak_extra}

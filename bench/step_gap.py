@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from ctrbench.models import model_entry
 from .arguments import comma_list
 from .cells import ModelCell, model_step
 from .environment import environment
-from .memory import synchronize
+from .memory import timed_rounds
 from .protocol import RunSpec, resolve_device, train_and_test
 from .records import write_text_atomic
 from .train import TrainConfig
@@ -39,17 +38,7 @@ def bare_samples_per_s(model: str, interaction: str, batch: int, device: torch.d
     """Median over `rounds` of batch × steps / seconds, each round `steps` back-to-back train steps
     between two synchronisations (as an epoch of the protocol is timed), after `warmup` steps."""
     step = model_step(ModelCell(model, interaction, SHAPE, batch, "train", compile=compile), device)
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(rounds):
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        rates.append(batch * steps / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(batch * steps / seconds for seconds in timed_rounds(step, device, warmup, rounds, steps))
 
 
 def protocol_run(model: str, interaction: str, batch: int, device: torch.device, dataset, epochs: int,

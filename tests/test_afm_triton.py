@@ -26,7 +26,8 @@ from ctrbench.models.interactions.reference import attention_pooling_reference, 
 from ctrbench.models.layers import PairAttention
 from ctrbench.models.registry import interaction_entry
 
-from conftest import away_from_relu_kink, gradient_floor
+from conftest import (assert_seeded_dropout, assert_whole_afm_matches_triu_index, away_from_relu_kink,
+                      gradient_floor)
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 UNDER_INTERPRETER = HAS_TRITON and afm_triton.interpreter_requested()
@@ -137,13 +138,7 @@ def test_tf32_mode_within_its_declared_tolerance_under_the_interpreter(interpret
 @interpreted
 def test_dropout_same_seed_same_result_under_the_interpreter(interpreter):
     module, attention, emb = _setup("afm_triton", 6, 8, 8, 18, 0.5)
-    torch.manual_seed(3)
-    first = module(emb, attention)
-    torch.manual_seed(3)
-    again = module(emb, attention)
-    torch.manual_seed(4)
-    other = module(emb, attention)
-    assert torch.equal(first, again) and not torch.allclose(first, other)
+    assert_seeded_dropout(lambda: module(emb, attention))
 
 
 @interpreted
@@ -157,23 +152,8 @@ def test_gradients_deterministic_under_the_interpreter(interpreter):
 
 @interpreted
 def test_whole_model_matches_triu_index_under_the_interpreter(interpreter):
-    torch.manual_seed(0)
-    field_dims = [5, 7, 3, 4, 6, 2]
-    fast = create_model("afm", field_dims, interaction="afm_triton", embed_dim=8, attn_dim=8)
-    slow = create_model("afm", field_dims, interaction="triu_index", embed_dim=8, attn_dim=8)
-    slow.load_state_dict(fast.state_dict())
+    fast = assert_whole_afm_matches_triu_index("afm_triton", [5, 7, 3, 4, 6, 2], 23)
     assert running_backend(fast) == "afm_triton (Triton interpreter)"
-    x = random_ids(field_dims, 23)
-    results = []
-    for model in (fast, slow):
-        torch.manual_seed(11)
-        logits = model(x)
-        logits.square().sum().backward()
-        results.append((logits, [p.grad for p in model.parameters()], model.attention_weights(x)))
-    _close(results[0][0], results[1][0], 1e-5)
-    for g, r in zip(results[0][1], results[1][1]):
-        _close(g, r, 1e-4)
-    _close(results[0][2], results[1][2], 1e-5)
 
 
 @interpreted

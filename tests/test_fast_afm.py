@@ -15,7 +15,8 @@ from ctrbench.models.interactions.afm_kernel import kernel_status
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.models.registry import interaction_entry
 
-from conftest import away_from_relu_kink, gradient_floor
+from conftest import (assert_seeded_dropout, assert_whole_afm_matches_triu_index, away_from_relu_kink,
+                      gradient_floor)
 
 FAST = ["afm_fused", "afm_kernel"]
 
@@ -61,13 +62,7 @@ def test_equals_reference(name, F, E, dtype, train):
 @pytest.mark.parametrize("name", FAST)
 def test_dropout_same_seed_same_result_different_seed_different(name):
     fused, attention, emb = _setup(name, 10, 8, torch.float64, p=0.5, train=True, B=32)
-    torch.manual_seed(3)
-    first = fused(emb, attention)
-    torch.manual_seed(3)
-    again = fused(emb, attention)
-    torch.manual_seed(4)
-    other = fused(emb, attention)
-    assert torch.equal(first, again) and not torch.allclose(first, other)
+    assert_seeded_dropout(lambda: fused(emb, attention))
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -84,22 +79,7 @@ def test_chunked_batch_matches_reference(name):
 
 @pytest.mark.parametrize("name", FAST)
 def test_whole_model_matches_triu_index(name):
-    torch.manual_seed(0)
-    field_dims = [5, 7, 3, 4, 6, 2, 8, 5, 3, 4]
-    fast = create_model("afm", field_dims, interaction=name, embed_dim=8, attn_dim=8)
-    slow = create_model("afm", field_dims, interaction="triu_index", embed_dim=8, attn_dim=8)
-    slow.load_state_dict(fast.state_dict())
-    x = random_ids(field_dims, 64)
-    results = []
-    for model in (fast, slow):
-        torch.manual_seed(11)
-        logits = model(x)
-        logits.square().sum().backward()
-        results.append((logits, [p.grad for p in model.parameters()], model.attention_weights(x)))
-    _close(results[0][0], results[1][0], 1e-5)
-    for g, r in zip(results[0][1], results[1][1]):
-        _close(g, r, 1e-4)
-    _close(results[0][2], results[1][2], 1e-5)
+    assert_whole_afm_matches_triu_index(name, [5, 7, 3, 4, 6, 2, 8, 5, 3, 4], 64)
 
 
 def _saved_bytes(fn, emb, attention):
