@@ -6,7 +6,8 @@ For a trained attention model (AFM, or the query-conditioned qAFM) on any datase
   - how per-sample the attention is (`spread_measures`: relative std, total variation and KL of each
     row from the mean row, entropies), so "the rows look nearly identical" becomes a number;
   - where the data has a ground truth (purchase's planted pairs), precision@k of the top-k pairs,
-    and where brand × origin (pair 44, the hot spot's pair) ranks, with the hot spot on and/or off;
+    and where the pair the truth asks to watch ranks (purchase: brand × origin, the hot spot's pair),
+    with the hot spot on and/or off;
   - side by side, pair strengths that need no attention: FM's mean |<v_i, v_j>| over the test rows,
     and on request FwFM's |r_p| / Σ|r| (and its effective mean |r_p <v_i, v_j>|), with Spearman's
     rank correlation against the mean attention.
@@ -31,9 +32,11 @@ import torch
 from scipy import stats as scipy_stats
 
 from ctrbench.datasets import list_datasets, load
-from ctrbench.models import list_models, model_entry, pair_fields
+from ctrbench.models import check_hparams, hparams_for, list_models, model_entry
+from ctrbench.pairs import num_pairs, pair_fields
 
 from .arguments import add_data_arguments, add_machine_arguments, key_value
+from .attention_report import write_attention_report
 from .protocol import RunSpec, as_tensors, train_and_test
 from .train import TrainConfig
 
@@ -43,8 +46,6 @@ DEFAULT_CONFIG = dict(max_epochs=30, batch_size=1024, lr=1e-3, patience=3)
 DEFAULT_EMBED_DIM = 16
 COMPARISONS = ("fm", "fwfm")          # models whose pair strengths can stand beside the attention
 HOT_SPOT_CHOICES = ("on", "off", "both")
-# purchase's hot spot lives in brand × origin, pair 44: the pair the article guessed it pushes up.
-PURCHASE_WATCHED_PAIR = (8, 9)
 SAMPLE_SALT = 0xA77E
 
 
@@ -167,13 +168,18 @@ def precision_at_k(scores: np.ndarray, relevant: Sequence[int], k: int) -> float
     return len(top & {int(p) for p in relevant}) / k
 
 
+def r_precision(scores: np.ndarray, relevant: Sequence[int]) -> float:
+    """precision@R with R = |relevant|: 1.0 when the top R pairs by score are exactly the relevant ones."""
+    return precision_at_k(scores, relevant, len(relevant))
+
+
 # ----------------------------------------------------------------------- strengths without attention
 
 @torch.no_grad()
 def pair_dots(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 8192):
     """Yield <v_i, v_j> (B, P) per batch of X, from `model.embedding` (FM, FwFM)."""
     num_fields = model.fields.num_fields
-    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1, device=X.device)   # row-major i < j
+    rows, cols = torch.tensor(pair_fields(num_fields), device=X.device).T     # (P,), (P,): pair p = (rows[p], cols[p])
     for start in range(0, X.shape[0], batch_size):
         xb = X[start:start + batch_size]
         model.fields.check(xb)
@@ -222,9 +228,10 @@ class PlantedRecovery:
     best_possible: float               # min(k, #planted) / k
     r_precision: float                 # precision at k = #planted
     planted_ranks: dict[int, int]      # attention rank of each planted pair
-    watched_pair: int | None = None    # purchase: brand × origin (44), the hot spot's pair
+    watched_pair: int | None = None    # the truth's "watched_pair" (purchase: brand × origin, the hot spot's)
     watched_rank: int | None = None
-    hot_share: float | None = None     # share of positives that are hot-item purchases (0 = off)
+    note: str = ""                     # the truth's "note" on the condition (purchase: hot spot on/off)
+    strength_meaning: str = "from the dataset's truth"   # the truth's "pair_strength_meaning"
 
 
 @dataclass
@@ -236,6 +243,7 @@ class Comparison:
     model: str
     strength: np.ndarray     # (P,) raw
     share: np.ndarray        # (P,) normalised to sum to one
+    ranks: np.ndarray        # (P,) 1-based rank of each pair by strength
     spearman: float          # rank correlation with the mean attention
     spearman_p: float
     test_auc: float
@@ -262,6 +270,7 @@ class AttentionAnalysis:
     sample_rows: np.ndarray              # (S,) test-split positions of the heat map's samples
     sample_weights: np.ndarray           # (S, P)
     mean_weights: np.ndarray             # (P,) over the whole test split
+    mean_ranks: np.ndarray               # (P,) 1-based rank of each pair by mean weight
     std_weights: np.ndarray              # (P,) across-sample std over the test split
     spread: Spread
     top: list[TopRow]
@@ -305,9 +314,8 @@ def train_model(name: str, dataset, seed: int, config: TrainConfig, hparams: dic
 
 def model_spec(name: str, dataset, seed: int, config: TrainConfig, hparams: dict | None = None,
                device: str = "cpu") -> RunSpec:
-    entry = model_entry(name)
-    known = {k: v for k, v in (hparams or {}).items() if k in entry.hparams}
-    return RunSpec(getattr(dataset, "name", "dataset"), name, entry.default_interaction, seed, known,
+    return RunSpec(getattr(dataset, "name", "dataset"), name, model_entry(name).default_interaction, seed,
+                   hparams_for(name, hparams),
                    config=config, device=device)
 
 
@@ -322,16 +330,18 @@ def _truth_strength(dataset, num_pairs: int) -> np.ndarray | None:
     return strength
 
 
-def _watched_pair(dataset) -> int | None:
+def _watched_pair(dataset, num_pairs: int) -> int | None:
     truth = getattr(dataset, "truth", None) or {}
-    if getattr(dataset, "name", None) == "purchase" or "hot_share" in truth:
-        i, j = PURCHASE_WATCHED_PAIR
-        return pair_fields(len(dataset.field_names)).index((i, j))
-    return None
+    watched = truth.get("watched_pair")
+    if watched is None:
+        return None
+    if not 0 <= int(watched) < num_pairs:
+        raise ValueError(f"dataset truth watched_pair is {watched}, not a pair number below {num_pairs}")
+    return int(watched)
 
 
 def planted_recovery(scores: np.ndarray, true_strength: np.ndarray, k: int, watched_pair: int | None = None,
-                     hot_share: float | None = None) -> PlantedRecovery:
+                     note: str = "", strength_meaning: str | None = None) -> PlantedRecovery:
     """Precision@k of the top-k pairs by `scores` against the pairs with a planted (non-zero) strength."""
     planted = [int(p) for p in rank_order(np.abs(true_strength)) if true_strength[p] != 0]
     if not planted:
@@ -341,9 +351,10 @@ def planted_recovery(scores: np.ndarray, true_strength: np.ndarray, k: int, watc
     return PlantedRecovery(
         planted=planted, strengths=[float(true_strength[p]) for p in planted], k=k,
         hits=[p for p in top if p in planted], precision_at_k=precision_at_k(scores, planted, k),
-        best_possible=min(k, len(planted)) / k, r_precision=precision_at_k(scores, planted, len(planted)),
+        best_possible=min(k, len(planted)) / k, r_precision=r_precision(scores, planted),
         planted_ranks={p: int(rank_of[p]) for p in planted}, watched_pair=watched_pair,
-        watched_rank=None if watched_pair is None else int(rank_of[watched_pair]), hot_share=hot_share)
+        watched_rank=None if watched_pair is None else int(rank_of[watched_pair]), note=note,
+        strength_meaning=strength_meaning or PlantedRecovery.strength_meaning)
 
 
 def _comparison(key: str, label: str, model: str, strength: np.ndarray, mean_weights: np.ndarray, auc: float,
@@ -353,13 +364,12 @@ def _comparison(key: str, label: str, model: str, strength: np.ndarray, mean_wei
     else:
         result = scipy_stats.spearmanr(mean_weights, strength)
         rho, p_value = float(result.statistic), float(result.pvalue)
-    comparison = Comparison(key, label, model, strength, normalised(strength), rho, p_value, auc)
+    comparison = Comparison(key, label, model, strength, normalised(strength), ranks(strength), rho, p_value, auc)
     if true_strength is not None and np.any(true_strength != 0):
-        planted = [int(p) for p in np.flatnonzero(true_strength)]
-        comparison.precision_at_k = precision_at_k(strength, planted, k)
-        comparison.r_precision = precision_at_k(strength, planted, len(planted))
+        recovery = planted_recovery(strength, true_strength, k)
+        comparison.precision_at_k, comparison.r_precision = recovery.precision_at_k, recovery.r_precision
     if watched is not None:
-        comparison.watched_rank = int(ranks(strength)[watched])
+        comparison.watched_rank = int(comparison.ranks[watched])
     return comparison
 
 
@@ -386,18 +396,19 @@ def analyse_trained(model: torch.nn.Module, dataset, samples: int = 30, top_k: i
     rng = np.random.default_rng([seed, SAMPLE_SALT])
     chosen = np.sort(rng.choice(len(weights), size=min(samples, len(weights)), replace=False))
     true_strength = _truth_strength(dataset, len(names))
-    watched = _watched_pair(dataset)
+    watched = _watched_pair(dataset, len(names))
     truth = getattr(dataset, "truth", None) or {}
     recovery = None
     if true_strength is not None and np.any(true_strength != 0):
-        recovery = planted_recovery(mean, true_strength, top_k, watched, truth.get("hot_share"))
+        recovery = planted_recovery(mean, true_strength, top_k, watched, truth.get("note", ""),
+                                    truth.get("pair_strength_meaning"))
     analysis = AttentionAnalysis(
         dataset=getattr(dataset, "name", "dataset"), condition=condition,
         model=model_name or getattr(type(model), "registry_name", type(model).__name__.lower()),
         seed=seed, data_options=dict(getattr(dataset, "options", {}) or {}), field_names=list(dataset.field_names),
         pair_fields=[tuple(p) for p in model.pair_fields()], pair_names=names, hparams=dict(hparams or {}),
         training=dict(training or {}), test_rows=len(weights), sample_rows=chosen, sample_weights=weights[chosen],
-        mean_weights=mean, std_weights=weights.std(axis=0), spread=spread_measures(weights),
+        mean_weights=mean, mean_ranks=ranks(mean), std_weights=weights.std(axis=0), spread=spread_measures(weights),
         top=top_pairs(mean, names, top_k), recovery=recovery, true_strength=true_strength)
     for key, (other, info) in (comparisons or {}).items():
         auc = (info or {}).get("test_auc", float("nan"))
@@ -425,9 +436,9 @@ def _check_counts(samples: int, top_k: int, num_fields: int | None = None) -> No
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if num_fields is not None:
-        num_pairs = num_fields * (num_fields - 1) // 2
-        if top_k > num_pairs:
-            raise ValueError(f"top_k={top_k} is more than the {num_pairs} field pairs of {num_fields} fields")
+        if top_k > num_pairs(num_fields):
+            raise ValueError(f"top_k={top_k} is more than the {num_pairs(num_fields)} field pairs of "
+                             f"{num_fields} fields")
 
 
 def check_options(dataset, model: str, samples: int, top_k: int, compare: Sequence[str],
@@ -512,11 +523,7 @@ def analyse_attention(dataset="purchase", seed: int = 0, model: str = "afm", sam
     check_options(dataset, model, samples, top_k, compare, hot_spot, data_options)
     config = train_config or TrainConfig(**DEFAULT_CONFIG)
     hparams = {"embed_dim": DEFAULT_EMBED_DIM, **(hparams or {})}
-    known = set().union(*(model_entry(m).hparams for m in (model, *compare)))
-    unknown = set(hparams) - known
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)}; {model} and {', '.join(compare) or '-'} "
-                         f"know {sorted(known)}")
+    check_hparams((model, *compare), hparams)
     analyses = []
     for condition, extra in conditions_for(dataset, hot_spot):
         if isinstance(dataset, str):
@@ -543,7 +550,6 @@ def analyse_attention(dataset="purchase", seed: int = 0, model: str = "afm", sam
                              {k: v for k, v in hparams.items()}, results_dir or Path("results")),
         config=config, analyses=analyses, seconds=time.perf_counter() - started)
     if results_dir is not None:
-        from .attention_report import write_attention_report
         write_attention_report(report, results_dir)
         log(f"attention report: {report.paths[0]}")
     return report
@@ -601,7 +607,8 @@ def command_attention(args) -> int:
         if analysis.recovery:
             print(f"{head}: precision@{report.top_k} {analysis.recovery.precision_at_k:.2f} "
                   f"(best possible {analysis.recovery.best_possible:.2f})"
-                  + (f", brand × origin rank {analysis.recovery.watched_rank}" if analysis.recovery.watched_rank else ""))
+                  + (f", {analysis.pair_names[analysis.recovery.watched_pair]} rank {analysis.recovery.watched_rank}"
+                     if analysis.recovery.watched_rank else ""))
         s = analysis.spread
         print(f"{head}: spread: relative std {s.relative_std:.3f}, mean TV {s.mean_tv:.4f} "
               f"(mean row vs uniform {s.mean_tv_from_uniform:.4f}), mean KL {s.mean_kl:.5f} nats")

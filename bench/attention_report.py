@@ -1,4 +1,7 @@
-"""`results/attention_<dataset>.md` and its figures, from an `AttentionReport` (ctrbench.attention)."""
+"""`results/attention_<dataset>.md` and its figures, from an `AttentionReport` (ctrbench.attention).
+
+Only renders: every number (ranks included) is computed by the analysis, which imports this module and
+never the other way round."""
 from __future__ import annotations
 
 import json
@@ -7,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .attention import rank_order, ranks
 from .leaderboard import table as _table
-from .records import write_text_atomic
+from .files import save_figure, write_text_atomic
 
 import matplotlib
 
@@ -34,18 +36,6 @@ def report_stem(dataset: str, model: str) -> str:
 
 def _figure_name(stem: str, analysis, kind: str) -> str:
     return f"{stem}{'_' + analysis.slug if analysis.slug else ''}_{kind}.png"
-
-
-def _save(fig, path: Path) -> Path:
-    """Write a PNG atomically (temp file beside it, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _pair_ticks(analysis, planted: set[int]) -> tuple[list[int], list[str]]:
@@ -77,7 +67,7 @@ def plot_heatmap(analysis, path: Path, model_label: str) -> Path:
                  f": {samples} test samples × {pairs} pairs")
     fig.colorbar(image, ax=ax, fraction=0.025, pad=0.01, label="attention weight")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_means(analyses, path: Path, model_label: str) -> Path:
@@ -108,7 +98,7 @@ def plot_means(analyses, path: Path, model_label: str) -> Path:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------- Markdown
@@ -129,9 +119,9 @@ def _summary(report, model_label: str) -> list[str]:
     k = report.top_k
     has_truth = any(a.recovery for a in report.analyses)
     headers = ["condition", "test AUC", f"top-{k} pairs (by mean attention)"]
-    watched = any(a.recovery and a.recovery.watched_pair is not None for a in report.analyses)
+    watched = next((a for a in report.analyses if a.recovery and a.recovery.watched_pair is not None), None)
     if has_truth:
-        headers += [f"precision@{k} (max)", "R-precision"] + (["rank of brand × origin (44)"] if watched else [])
+        headers += [f"precision@{k} (max)", "R-precision"] + ([_watched_header(watched)] if watched else [])
     headers += ["relative std", "mean TV", "mean TV / TV(mean, uniform)", "mean KL (nats)"]
     rows = []
     for a in report.analyses:
@@ -167,6 +157,12 @@ def _spread_text(model_label: str) -> list[str]:
         "H(ā) − mean H(a_n) equals the mean KL, the information the sample adds to the weights.", ""]
 
 
+def _watched_header(analysis) -> str:
+    """"rank of brand × origin (44)": the pair the dataset's truth asks to watch, by name and number."""
+    pair = analysis.recovery.watched_pair
+    return f"rank of {analysis.pair_names[pair]} ({pair})"
+
+
 def _top_table(analysis, k: int) -> str:
     truth = analysis.true_strength
     headers = ["rank", "pair", "fields", "mean weight", "std across samples"]
@@ -188,30 +184,23 @@ def _recovery(analysis, k: int, model_label: str) -> list[str]:
     planted = ", ".join(f"{p} {analysis.pair_names[p]} ({s:.2f})" for p, s in zip(r.planted, r.strengths))
     n = len(r.planted)
     plural = "s" if n > 1 else ""
-    hot = ""
-    if r.hot_share is not None:
-        hot = (f" Hot spot on: {r.hot_share:.0%} of the positives are purchases of a few hot items whose brand × "
-               f"origin combinations are fixed, an effect of pair 44 that is not planted." if r.hot_share
-               else " Hot spot off.")
-    strength = ("the std of the pair's term in the true log-odds" if analysis.dataset == "purchase"
-                else "from the dataset's truth")
+    note = f" {r.note}" if r.note else ""
     lines = ["### Recovery of the planted pairs", "",
-             f"Planted pair{plural} (true strength, {strength}): {planted}. precision@{k} = |top-{k} ∩ planted| / {k}, "
+             f"Planted pair{plural} (true strength, {r.strength_meaning}): {planted}. precision@{k} = |top-{k} ∩ planted| / {k}, "
              f"against the set of planted pairs" + (f"; with {n} planted pair{plural} it is at most {r.best_possible:.2f}"
                                                     if r.best_possible < 1 else "")
              + f". R-precision = precision@{n} (1.0: the top {n} pair{plural} by the measure "
-             f"{'are' if n > 1 else 'is'} exactly the planted one{plural}).{hot}", ""]
+             f"{'are' if n > 1 else 'is'} exactly the planted one{plural}).{note}", ""]
     watched = r.watched_pair is not None
     headers = ["pair strength from", "test AUC", f"precision@{k}", "R-precision", "ranks of the planted pairs"]
-    headers += ["rank of brand × origin (44)"] if watched else []
+    headers += [_watched_header(analysis)] if watched else []
     headers += ["Spearman ρ with mean attention"]
     rows = [[f"{model_label} mean attention", _fmt(analysis.training.get("test_auc")), f"{r.precision_at_k:.2f}",
              f"{r.r_precision:.2f}", ", ".join(f"{p}→{rank}" for p, rank in r.planted_ranks.items())]
             + ([str(r.watched_rank)] if watched else []) + ["–"]]
     for c in analysis.comparisons:
-        rank_of = ranks(c.strength)
         rows.append([c.label, _fmt(c.test_auc), _fmt(c.precision_at_k, 2), _fmt(c.r_precision, 2),
-                     ", ".join(f"{p}→{rank_of[p]}" for p in r.planted)]
+                     ", ".join(f"{p}→{c.ranks[p]}" for p in r.planted)]
                     + ([str(c.watched_rank)] if watched else [])
                     + [f"{_fmt(c.spearman, 3)} (p={c.spearman_p:.2g})" if not math.isnan(c.spearman) else "n/a"])
     return lines + [table(rows, headers), ""]
@@ -232,9 +221,8 @@ def _spread_table(analysis) -> str:
 
 def _side_by_side(analysis, model_label: str) -> list[str]:
     count = len(analysis.pair_names)
-    shown = list(range(count)) if count <= FULL_TABLE_PAIRS else sorted(rank_order(analysis.mean_weights)[:50])
-    attention_rank = ranks(analysis.mean_weights)
-    comparison_ranks = [ranks(c.strength) for c in analysis.comparisons]
+    attention_rank = analysis.mean_ranks
+    shown = [p for p in range(count) if count <= FULL_TABLE_PAIRS or attention_rank[p] <= 50]
     headers = ["pair", "fields", "mean attention", "rank"]
     for c in analysis.comparisons:
         headers += [f"{c.label} share", "rank"]
@@ -243,8 +231,8 @@ def _side_by_side(analysis, model_label: str) -> list[str]:
     rows = []
     for p in shown:
         row = [str(p), analysis.pair_names[p], _fmt(float(analysis.mean_weights[p])), str(attention_rank[p])]
-        for c, rank_of in zip(analysis.comparisons, comparison_ranks):
-            row += [_fmt(float(c.share[p])), str(rank_of[p])]
+        for c in analysis.comparisons:
+            row += [_fmt(float(c.share[p])), str(c.ranks[p])]
         if analysis.true_strength is not None:
             row.append(_fmt(float(analysis.true_strength[p]), 2) if analysis.true_strength[p] else "")
         rows.append(row)
@@ -316,6 +304,5 @@ def write_attention_report(report, results_dir: Path) -> list[Path]:
             analysis, results_dir / _figure_name(stem, analysis, "heatmap"), model_label)
     figures[("mean", "")] = plot_means(report.analyses, results_dir / f"{stem}_mean.png", model_label)
     markdown = write_text_atomic(results_dir / f"{stem}.md", render_markdown(report, stem, figures))
-    markdown.chmod(0o644)                  # the temp file's 0600 would make a shared results file private
     report.paths = [markdown, *figures.values()]
     return report.paths

@@ -16,6 +16,7 @@ import torch
 from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, interaction_entry,
                              list_interactions, list_models, model_entry, running_backend)
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
+from ctrbench.pairs import num_pairs
 
 PROFILES = ("quick", "full")
 COMPILE_CHOICES = ("auto", "all", "none")   # the profile's compiled cells, every cell also compiled, none
@@ -71,7 +72,7 @@ class LayerCell:
 
     @property
     def largest_tensor_bytes(self) -> int:
-        pairs = self.num_fields * (self.num_fields - 1) // 2
+        pairs = num_pairs(self.num_fields)
         per_row = self.num_fields ** 2 if self.interaction == "einsum" else pairs
         width = max(self.embed_dim, ATTN_DIM) if self.pooling == "afm" else self.embed_dim
         return self.batch * per_row * width * torch.finfo(getattr(torch, self.dtype)).bits // 8

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")              # files only; no display needed
 import matplotlib.pyplot as plt    # noqa: E402
 
+from .files import save_figure  # noqa: E402
+
 
 def _layer_series(benchmarks: list[dict], value) -> dict[str, list[tuple[int, float]]]:
     """{interaction: [(F, value)]} for eager train-mode AFM-pooling layer cells at the most common (E, B)."""
@@ -42,9 +44,7 @@ def _line_plot(path: Path, series, title: str, ylabel: str) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _auc_plot(path: Path, records: list[dict]) -> Path | None:
@@ -64,9 +64,7 @@ def _auc_plot(path: Path, records: list[dict]) -> Path | None:
         ax.set_title(f"{dataset}: test AUC (mean ± std over runs)")
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_plots(results_dir: Path, records: list[dict], benchmarks: list[dict]) -> list[Path]:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ctrbench.datasets import load
-from ctrbench.models import check_pair, create_model, list_interactions, model_entry, running_backend
+from ctrbench.models import (check_hparams, check_pair, create_model, hparams_for, list_interactions, model_entry,
+                             running_backend)
 
 from .environment import environment
 from .memory import PeakMemory, track_peak_memory
@@ -192,17 +193,13 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     config = config or TrainConfig()
     hparams = hparams or {}
     dataset_options = dataset_options or {}
-    known_anywhere = set().union(*(model_entry(m).hparams for m in models))
-    unknown = set(hparams) - known_anywhere
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)}; the selected models know "
-                         f"{sorted(known_anywhere)}")
+    check_hparams(models, hparams)
     cells = expand_grid(models, interactions)
     records = []
     total = len(cells) * len(seeds)
     done = 0
     for seed in seeds:
-        specs = [RunSpec(dataset_name, m, i, seed, {k: v for k, v in hparams.items() if k in model_entry(m).hparams},
+        specs = [RunSpec(dataset_name, m, i, seed, hparams_for(m, hparams),
                          dataset_options, config, device, distributed.world_size if distributed else 1, compile)
                  for m, i in cells]
         pending = []

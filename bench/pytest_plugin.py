@@ -17,6 +17,7 @@ import torch
 
 from . import gate
 from .cells import COMPILE_CHOICES, PROFILES, CellCompileError
+from .files import write_text_atomic
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 CELL_FIXTURES = ("layer_cell", "model_cell", "gate_cell")
@@ -310,7 +311,7 @@ def pytest_sessionfinish(session, exitstatus):
         measures = gate.cell_measures(live_benchmarks(config))
         dump = config.getoption("ctrbench_gate_dump")
         if dump:
-            dump.write_text(json.dumps(measures, indent=1, sort_keys=True))
+            write_text_atomic(dump, json.dumps(measures, indent=1, sort_keys=True))
             say(f"ctrbench gate: measures written to {dump}")
         if config.getoption("ctrbench_gate"):
             regressions, notes = gate.compare(config.ctrbench_gate_baseline, measures)

@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+# The one atomic writer (ctrbench.files); imported from here too by the modules that write records.
+from .files import write_text_atomic  # noqa: F401
+
 SCHEMA = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_record(path: Path, record: dict) -> Path:
@@ -45,24 +40,3 @@ def read_records(folder: Path, pattern: str = "*.json") -> tuple[list[dict], lis
         except ValueError as error:
             problems.append(str(error))
     return records, problems
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Replace `path` with `text` all at once: a temp file in the same folder, fsync, then rename.
-
-    A crash leaves either the old file or the whole new one, never half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp makes 0600; results are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -8,11 +8,12 @@
 Only relative imports here: this folder is `ctrbench.datasets` and must never be mistaken for (or
 shadow) Hugging Face's top-level `datasets` package.
 """
+from ctrbench.pairs import pair_number    # the article's pair numbering, which purchase's truth uses
+
 from .batching import batches
 from .core import (BadInputError, Dataset, DatasetNotFoundError, FieldCodebook, make_splits, resolve_cache_dir,
                    resolve_data_dir)
 from .download import DownloadError, download
-from .purchase import pair_number
 from .registry import list_datasets, load
 
 __all__ = ["load", "list_datasets", "batches", "Dataset", "FieldCodebook", "BadInputError", "DatasetNotFoundError",

@@ -3,7 +3,6 @@ and SHA-256 where we know them. Offline (or for sets behind a login) it fails sa
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tarfile
 import urllib.error
@@ -11,6 +10,8 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ctrbench.files import write_atomic
 
 from .core import resolve_data_dir
 
@@ -57,10 +58,8 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _fetch(url: str, target: Path, timeout: float) -> None:
-    partial = target.with_name(target.name + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 22)
-    os.replace(partial, target)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        write_atomic(target, lambda out: shutil.copyfileobj(response, out, length=1 << 22))
 
 
 def _movielens_csv(archive: Path, target: Path) -> None:
@@ -75,7 +74,7 @@ def _movielens_csv(archive: Path, target: Path) -> None:
         movies = table("movies.dat", ["movie_id", "title", "genres"])
     joined = ratings.merge(movies, on="movie_id").merge(users, on="user_id")
     columns = ["user_id", "movie_id", "rating", "timestamp", "title", "genres", "gender", "age", "occupation", "zip"]
-    joined[columns].to_csv(target, index=False)
+    write_atomic(target, lambda out: joined[columns].to_csv(out, index=False))
 
 
 def download(name: str, data_dir=None, timeout: float = 60.0) -> Path:
@@ -103,8 +102,8 @@ def download(name: str, data_dir=None, timeout: float = 60.0) -> Path:
         if fetched.suffixes[-2:] == [".tar", ".gz"]:
             with tarfile.open(fetched) as archive:
                 member = next(m for m in archive.getmembers() if Path(m.name).name == remote.filename)
-                with archive.extractfile(member) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, length=1 << 22)
+                with archive.extractfile(member) as source:
+                    write_atomic(target, lambda out: shutil.copyfileobj(source, out, length=1 << 22))
             fetched.unlink()
         elif fetched.suffix == ".zip":
             _movielens_csv(fetched, target)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ctrbench.pairs import num_pairs, pair_number
+
 from .core import Dataset, FieldCodebook, field_offsets, make_splits
 
 AGE = ["<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
@@ -28,6 +30,7 @@ BRAND_BUCKETS = 16
 FIELD_NAMES = ["age", "gender", "member_years", "region", "vip_level", "purchase_frequency",
                "avg_order_value", "category_l2", "brand", "origin"]
 USER_FIELDS = 7   # fields 0..6 come from the user, 7..9 from the item
+NUM_FIELDS = len(FIELD_NAMES)
 CODEBOOKS = [FieldCodebook(AGE), FieldCodebook(GENDER), FieldCodebook(MEMBER_YEARS), FieldCodebook(REGION),
              FieldCodebook(VIP_LEVEL), FieldCodebook(FREQUENCY), FieldCodebook(ORDER_VALUE),
              FieldCodebook([], "hash bucket "), FieldCodebook([], "hash bucket "), FieldCodebook(ORIGIN)]
@@ -40,13 +43,8 @@ DEFAULT_PLANTED = ((2, 8, 0.75), (4, 8, 0.55), (0, 7, 0.4))
 # Hot items take these (brand bucket, origin) combinations; each brand is hot with one origin only,
 # so the effect lives in the pair, not in brand or origin alone.
 HOT_COMBOS = ((3, 2), (11, 1), (6, 4))
+HOT_PAIR = pair_number(8, 9, NUM_FIELDS)     # brand × origin, 44: the pair the hot spot lives in
 DEFAULT_HOT_SHARE = 0.05
-
-
-def pair_number(i: int, j: int, num_fields: int = 10) -> int:
-    """Row-major i<j pair number: (0,1)=0 ... (8,9)=44 for 10 fields."""
-    i, j = min(i, j), max(i, j)
-    return i * num_fields - i * (i + 1) // 2 + (j - i - 1)
 
 
 def splitmix64(values: np.ndarray) -> np.ndarray:
@@ -182,20 +180,28 @@ def generate(rows: int = 100_000, seed: int = 0, positive_rate: float = 1 / 3, h
         X[start:start + n, :USER_FIELDS] = pop.users[user] + offsets[:USER_FIELDS]
         X[start:start + n, USER_FIELDS:] = pop.items[item] + offsets[USER_FIELDS:]
         y[start:start + n] = label
-    pair_strength = np.zeros(45)
+    pair_strength = np.zeros(num_pairs(NUM_FIELDS))
     for i, j, strength in planted:
-        pair_strength[pair_number(i, j)] = strength * signal
+        pair_strength[pair_number(i, j, NUM_FIELDS)] = strength * signal
     truth = {
         "pair_strength": pair_strength,
         "planted_pairs": [(i, j) for i, j, _ in planted],
-        "planted_pair_numbers": [pair_number(i, j) for i, j, _ in planted],
-        "pair_tables": {pair_number(i, j): t for (i, j), t in pop.pair_tables.items()},
+        "planted_pair_numbers": [pair_number(i, j, NUM_FIELDS) for i, j, _ in planted],
+        "pair_tables": {pair_number(i, j, NUM_FIELDS): t for (i, j), t in pop.pair_tables.items()},
         "main_effects": pop.main_effects,
         "hot_share": hot_share,
         "hot_pair": (8, 9) if hot_share > 0 else None,
-        "hot_pair_number": pair_number(8, 9) if hot_share > 0 else None,
+        "hot_pair_number": HOT_PAIR if hot_share > 0 else None,
         "hot_combos": [tuple(c) for c in HOT_COMBOS] if hot_share > 0 else [],
         "hot_feature_ids": [(int(offsets[8] + b), int(offsets[9] + o)) for b, o in HOT_COMBOS] if hot_share > 0 else [],
+        # What an analysis of learned pair importances needs to read this truth (ctrbench.attention):
+        # the pair to follow beside the planted ones, with the hot spot on or off (the article guessed
+        # the hot spot pushes brand × origin up), what a strength means, and what the condition is.
+        "watched_pair": HOT_PAIR,
+        "pair_strength_meaning": "the std of the pair's term in the true log-odds",
+        "note": (f"Hot spot on: {hot_share:.0%} of the positives are purchases of a few hot items whose brand × "
+                 f"origin combinations are fixed, an effect of pair {HOT_PAIR} that is not planted."
+                 if hot_share > 0 else "Hot spot off."),
         "users": pop.users,
         "items": pop.items,
     }

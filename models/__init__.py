@@ -10,8 +10,8 @@ import torch
 
 from . import interactions  # noqa: F401  (registers every implementation)
 from .layers import pair_fields
-from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_pair, create_model, running_backend,
-                       interaction_entry, list_interactions, list_models, model_entry,
+from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_hparams, check_pair, create_model,
+                       hparams_for, running_backend, interaction_entry, list_interactions, list_models, model_entry,
                        register_interaction, register_model)
 
 # Every model file registers itself when imported; a new model is one new file.
@@ -31,6 +31,7 @@ def predict_proba(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-__all__ = ["create_model", "list_models", "list_interactions", "available_pairs", "check_pair",
+__all__ = ["create_model", "list_models", "list_interactions", "available_pairs", "check_pair", "check_hparams",
+           "hparams_for",
            "register_model", "register_interaction", "model_entry", "interaction_entry",
            "predict_proba", "pair_fields", "PAIRS", "POOLED", "ATTENTION_POOLED"]

@@ -6,10 +6,10 @@ from .layers import (FeaturesEmbedding, FeaturesLinear, FieldIds, PairAttention,
 from .registry import ATTENTION_POOLED, PAIRS, build_interaction, register_model
 
 
-@register_model("afm", accepts={PAIRS, ATTENTION_POOLED}, default_interaction="triu_index", hparams={
-    "embed_dim": (16, "size E of each feature's latent vector"),
-    "attn_dim": (16, "size A of the attention net's hidden layer"),
-    "dropout": (0.2, "dropout on the attention weights"),
+@register_model("afm", accepts={PAIRS, ATTENTION_POOLED}, hparams={
+    "embed_dim": "size E of each feature's latent vector",
+    "attn_dim": "size A of the attention net's hidden layer",
+    "dropout": "dropout on the attention weights",
 })
 class AFM(nn.Module):
     """Attentional Factorization Machine (Xiao et al., IJCAI 2017), as the article builds it.
@@ -25,8 +25,7 @@ class AFM(nn.Module):
         self.fields = FieldIds(field_dims)
         self.linear = FeaturesLinear(self.fields.vocab_size)
         self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
-        self.interaction = build_interaction(interaction, self.fields.num_fields,
-                                             {PAIRS, ATTENTION_POOLED}, "afm")
+        self.interaction = build_interaction(interaction, self.fields.num_fields, self)
         self.attention = PairAttention(embed_dim, attn_dim, dropout)
         self.projection = nn.Linear(embed_dim, 1, bias=False)   # p
 

@@ -5,10 +5,10 @@ from .layers import MLP, FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pai
 from .registry import PAIRS, POOLED, build_interaction, register_model
 
 
-@register_model("deepfm", accepts={PAIRS, POOLED}, default_interaction="sum_square", hparams={
-    "embed_dim": (16, "size E of each feature's latent vector, shared by the FM and the deep part"),
-    "hidden": ((64, 64), "widths of the deep part's hidden layers over the F·E concatenated embeddings"),
-    "dropout": (0.2, "dropout after each hidden layer of the deep part"),
+@register_model("deepfm", accepts={PAIRS, POOLED}, hparams={
+    "embed_dim": "size E of each feature's latent vector, shared by the FM and the deep part",
+    "hidden": "widths of the deep part's hidden layers over the F·E concatenated embeddings",
+    "dropout": "dropout after each hidden layer of the deep part",
 })
 class DeepFM(nn.Module):
     """DeepFM (Guo et al., IJCAI 2017): y = y_FM + y_DNN on one shared embedding table.
@@ -24,7 +24,7 @@ class DeepFM(nn.Module):
         self.fields = FieldIds(field_dims)
         self.linear = FeaturesLinear(self.fields.vocab_size)
         self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
-        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS, POOLED}, "deepfm")
+        self.interaction = build_interaction(interaction, self.fields.num_fields, self)
         self.mlp = MLP(self.fields.num_fields * embed_dim, tuple(hidden), dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

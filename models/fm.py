@@ -5,8 +5,7 @@ from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pairs
 from .registry import PAIRS, POOLED, build_interaction, register_model
 
 
-@register_model("fm", accepts={PAIRS, POOLED}, default_interaction="sum_square",
-                hparams={"embed_dim": (16, "size E of each feature's latent vector")})
+@register_model("fm", accepts={PAIRS, POOLED}, hparams={"embed_dim": "size E of each feature's latent vector"})
 class FM(nn.Module):
     """Factorization Machine (Rendle, ICDM 2010): w0 + Σ w_i + Σ_{i<j} <v_i, v_j>.
 
@@ -18,7 +17,7 @@ class FM(nn.Module):
         self.fields = FieldIds(field_dims)
         self.linear = FeaturesLinear(self.fields.vocab_size)
         self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
-        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS, POOLED}, "fm")
+        self.interaction = build_interaction(interaction, self.fields.num_fields, self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.fields.check(x)

@@ -5,8 +5,8 @@ from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pair_fields
 from .registry import PAIRS, build_interaction, register_model
 
 
-@register_model("fwfm", accepts={PAIRS}, default_interaction="triu_index", hparams={
-    "embed_dim": (16, "size E of each feature's latent vector"),
+@register_model("fwfm", accepts={PAIRS}, hparams={
+    "embed_dim": "size E of each feature's latent vector",
 })
 class FwFM(nn.Module):
     """Field-weighted Factorization Machine (Pan et al., WWW 2018): w0 + Σ w_i + Σ_p r_p <v_i, v_j>.
@@ -26,7 +26,7 @@ class FwFM(nn.Module):
         self.fields = FieldIds(field_dims)
         self.linear = FeaturesLinear(self.fields.vocab_size)
         self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
-        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS}, "fwfm")
+        self.interaction = build_interaction(interaction, self.fields.num_fields, self)
         num_pairs = len(pair_fields(self.fields.num_fields))
         self.pair_weight = nn.Parameter(torch.ones(num_pairs))   # r, (P,)
 

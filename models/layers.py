@@ -7,15 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ctrbench.pairs import pair_fields  # noqa: F401  (the article's pair numbering, re-exported for the models)
+
 from .registry import ATTENTION_POOLED, PAIRS, POOLED
-
-
-def pair_fields(num_fields: int) -> list[tuple[int, int]]:
-    """Field pair of each pair number, i < j in row-major order: pair 0 = (0, 1), then (0, 2), ...
-
-    This is the article's numbering: for 10 fields pair 22 = (2, 8), 33 = (4, 8), 44 = (8, 9).
-    """
-    return [(i, j) for i in range(num_fields) for j in range(i + 1, num_fields)]
 
 
 class FieldIds(nn.Module):

@@ -5,10 +5,10 @@ from .layers import MLP, FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pai
 from .registry import PAIRS, POOLED, build_interaction, register_model
 
 
-@register_model("nfm", accepts={PAIRS, POOLED}, default_interaction="sum_square", hparams={
-    "embed_dim": (16, "size E of each feature's latent vector"),
-    "hidden": ((64,), "widths of the MLP's hidden layers above the bi-interaction pooling"),
-    "dropout": (0.2, "dropout on the pooled vector and after each hidden layer"),
+@register_model("nfm", accepts={PAIRS, POOLED}, hparams={
+    "embed_dim": "size E of each feature's latent vector",
+    "hidden": "widths of the MLP's hidden layers above the bi-interaction pooling",
+    "dropout": "dropout on the pooled vector and after each hidden layer",
 })
 class NFM(nn.Module):
     """Neural Factorization Machine (He & Chua, SIGIR 2017).
@@ -23,7 +23,7 @@ class NFM(nn.Module):
         self.fields = FieldIds(field_dims)
         self.linear = FeaturesLinear(self.fields.vocab_size)
         self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
-        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS, POOLED}, "nfm")
+        self.interaction = build_interaction(interaction, self.fields.num_fields, self)
         self.pooled_norm = nn.Sequential(nn.BatchNorm1d(embed_dim), nn.Dropout(dropout))
         self.mlp = MLP(embed_dim, tuple(hidden), dropout)
 

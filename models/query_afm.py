@@ -50,12 +50,12 @@ class QueryPairAttention(nn.Module):
         return torch.einsum("bp,bpe->be", weights, pairs)
 
 
-@register_model("qafm", accepts={PAIRS}, default_interaction="triu_index", hparams={
-    "embed_dim": (16, "size E of each feature's latent vector"),
-    "attn_dim": (16, "size A of the attention net's hidden layer"),
-    "dropout": (0.2, "dropout on the attention weights"),
-    "query_fields": (None, "field indices whose mean embedding is the attention's query; null = the "
-                           "data set's item fields ([7, 8, 9] on purchase, [1] on frappe), else the last field"),
+@register_model("qafm", accepts={PAIRS}, hparams={
+    "embed_dim": "size E of each feature's latent vector",
+    "attn_dim": "size A of the attention net's hidden layer",
+    "dropout": "dropout on the attention weights",
+    "query_fields": "field indices whose mean embedding is the attention's query; null = the "
+                    "data set's item fields ([7, 8, 9] on purchase, [1] on frappe), else the last field",
 })
 class QueryAFM(nn.Module):
     """AFM whose attention also sees a query from the sample itself (the article's proposal).
@@ -78,7 +78,7 @@ class QueryAFM(nn.Module):
         self.register_buffer("query_index", torch.tensor(self.query_fields), persistent=False)
         self.linear = FeaturesLinear(self.fields.vocab_size)
         self.embedding = FeaturesEmbedding(self.fields.vocab_size, embed_dim)
-        self.interaction = build_interaction(interaction, self.fields.num_fields, {PAIRS}, "qafm")
+        self.interaction = build_interaction(interaction, self.fields.num_fields, self)
         self.attention = QueryPairAttention(embed_dim, attn_dim, dropout)
         self.projection = nn.Linear(embed_dim, 1, bias=False)   # p
 

@@ -6,6 +6,7 @@ interaction declares what it outputs, a model declares what it accepts, and the 
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -66,21 +67,44 @@ def register_interaction(name: str, output: str, tolerance: tuple[float, float] 
     return decorate
 
 
-def register_model(name: str, accepts: set[str], default_interaction: str, hparams: dict | None = None):
+def register_model(name: str, accepts: set[str], hparams: dict[str, str] | None = None):
     """Register a model class built as `builder(field_dims, interaction=..., **hparams)`.
 
-    `hparams` documents the tunable constructor arguments: {name: (default, one-line meaning)}.
+    `hparams` gives each tunable constructor argument its one-line meaning: {name: meaning}. The
+    defaults, and the default interaction, are read from the constructor's signature, so they are
+    written once; every keyword argument after `interaction` must be given a meaning, and only those.
+    The entry's `hparams` is {name: (default, meaning)}.
     """
 
     def decorate(builder):
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = ModelEntry(name, frozenset(accepts), builder, _first_doc_line(builder),
-                                   default_interaction, dict(hparams or {}))
+        default_interaction, defaults = _signature_defaults(name, builder, dict(hparams or {}))
+        _MODELS[name] = ModelEntry(name, frozenset(accepts), builder, _first_doc_line(builder), default_interaction,
+                                   {k: (defaults[k], meaning) for k, meaning in (hparams or {}).items()})
         builder.registry_name = name
         return builder
 
     return decorate
+
+
+def _signature_defaults(name: str, builder, meanings: dict[str, str]) -> tuple[str, dict]:
+    """(default interaction, {hyper-parameter: default}) from `builder(field_dims, interaction=..., ...)`'s
+    signature; ValueError where the signature and the declared meanings disagree."""
+    parameters = list(inspect.signature(builder).parameters.values())
+    names = [p.name for p in parameters]
+    if names[:2] != ["field_dims", "interaction"] or parameters[1].default is inspect.Parameter.empty:
+        raise ValueError(f"model {name!r}: the constructor must start (field_dims, interaction=<default name>, ...), "
+                         f"got ({', '.join(names)})")
+    tunable = {p.name: p.default for p in parameters[2:]}
+    undeclared = set(tunable) - set(meanings)
+    unknown = set(meanings) - set(tunable)
+    no_default = sorted(k for k, v in tunable.items() if v is inspect.Parameter.empty)
+    if undeclared or unknown or no_default:
+        raise ValueError(f"model {name!r}: hparams and the constructor disagree: without a meaning "
+                         f"{sorted(undeclared)}, not in the constructor {sorted(unknown)}, without a default "
+                         f"{no_default}")
+    return parameters[1].default, tunable
 
 
 def _filter(names, pattern: str | None) -> list[str]:
@@ -134,8 +158,11 @@ def check_pair(model: str, interaction: str) -> None:
             f"{', '.join(list_interactions(model=model))}")
 
 
-def build_interaction(spec: str | nn.Module, num_fields: int, accepts: frozenset[str], model: str) -> nn.Module:
-    """An interaction module from a registered name, or an already built module (used by tests)."""
+def build_interaction(spec: str | nn.Module, num_fields: int, model: nn.Module) -> nn.Module:
+    """The interaction of registered `model` (the module being built, which passes itself): from a
+    registered name, or an already built module (used by tests), checked against what it accepts."""
+    model = type(model).registry_name
+    accepts = model_entry(model).accepts
     if isinstance(spec, nn.Module):
         output = getattr(spec, "output", None)
         if output not in accepts:
@@ -146,16 +173,34 @@ def build_interaction(spec: str | nn.Module, num_fields: int, accepts: frozenset
     return _INTERACTIONS[spec].builder(num_fields)
 
 
+def check_hparams(models, hparams) -> None:
+    """ValueError naming what is known if a hyper-parameter is known to none of `models` (names).
+
+    With several models (a grid, an analysis and its comparisons) each model later takes the ones
+    it knows (`hparams_for`), so a name is an error only when no selected model has it.
+    """
+    models = [models] if isinstance(models, str) else list(models)
+    known = set().union(*(model_entry(m).hparams for m in models))
+    unknown = set(hparams) - known
+    if unknown:
+        who = (f"for model {models[0]!r}; known" if len(models) == 1
+               else f"the selected models ({', '.join(models)}) know")
+        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} {who}: {sorted(known)}")
+
+
+def hparams_for(model: str, hparams) -> dict:
+    """The subset of `hparams` that `model` knows."""
+    known = model_entry(model).hparams
+    return {k: v for k, v in dict(hparams or {}).items() if k in known}
+
+
 def create_model(name: str, field_dims, interaction: str | nn.Module | None = None, **hparams) -> nn.Module:
     """Build model `name` for fields of sizes `field_dims` with the given pairwise-product implementation."""
     entry = model_entry(name)
     interaction = entry.default_interaction if interaction is None else interaction
     if isinstance(interaction, str):
         check_pair(name, interaction)
-    unknown = set(hparams) - set(entry.hparams)
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
-                         f"known: {sorted(entry.hparams)}")
+    check_hparams(name, hparams)
     return entry.builder(field_dims, interaction=interaction, **hparams)
 
 

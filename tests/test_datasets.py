@@ -86,12 +86,13 @@ def test_purchase_is_deterministic_by_seed(purchase):
 def test_purchase_truth_in_article_pair_numbering(purchase):
     truth = purchase.truth
     assert truth["pair_strength"].shape == (45,)
-    assert pair_number(2, 8) == 22 and pair_number(4, 8) == 33 and pair_number(8, 9) == 44 and pair_number(0, 1) == 0
+    assert [pair_number(i, j, 10) for i, j in [(2, 8), (4, 8), (8, 9), (0, 1), (9, 8)]] == [22, 33, 44, 0, 44]
     assert set(truth["planted_pairs"]) == {(2, 8), (4, 8), (0, 7)}
     strengths = truth["pair_strength"]
     assert set(np.flatnonzero(strengths)) == {22, 33, 6}
     assert strengths[22] > strengths[33] > strengths[6] > 0   # differing strengths
     assert truth["hot_pair_number"] == 44
+    assert truth["watched_pair"] == 44 and "pair 44" in truth["note"]   # what the attention analysis watches
 
 
 def test_purchase_describe_feature(purchase):
@@ -120,6 +121,7 @@ def test_purchase_hot_spot_switches_on_and_off():
     assert _hot_combo_lift(on) > 2.5
     assert _hot_combo_lift(off) < 1.3
     assert off.truth["hot_pair_number"] is None and off.truth["hot_share"] == 0
+    assert off.truth["watched_pair"] == 44 and off.truth["note"] == "Hot spot off."   # watched either way
 
 
 def test_purchase_planted_pair_is_visible_in_data():

@@ -162,6 +162,7 @@ def single_process_record(spec):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     done, _ = torchrun(tmp_path / "results", "--dist-timeout", "60")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -186,6 +187,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     assert record["train_samples_per_s"] > 0 and record["rows"]["train"] == single["rows"]["train"]
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_job_non_zero_with_a_clear_message(tmp_path):
     done, seconds = torchrun(tmp_path / "results", "--dist-timeout", "60", failure="raise")
     assert done.returncode != 0
@@ -195,6 +197,7 @@ def test_a_failing_rank_ends_the_job_non_zero_with_a_clear_message(tmp_path):
     assert seconds < 60                      # the peer's death is noticed at once, not at the timeout
 
 
+@pytest.mark.slow
 def test_a_hung_rank_ends_the_job_at_the_collective_timeout(tmp_path):
     done, seconds = torchrun(tmp_path / "results", "--dist-timeout", "3", failure="hang")
     assert done.returncode != 0
@@ -203,6 +206,7 @@ def test_a_hung_rank_ends_the_job_at_the_collective_timeout(tmp_path):
     assert seconds < 60
 
 
+@pytest.mark.slow
 def test_one_rank_under_torchrun_joins_a_process_group_and_equals_one_process(tmp_path):
     """`torchrun --nproc_per_node=1` (the way to try nccl on a single GPU) runs the distributed path:
     a process group, DDP and the gathered evaluation, on the rank's own device; with one rank it is

@@ -64,6 +64,18 @@ def test_pair_numbers_match_the_article():
     assert pair_fields(39)[-1] == (37, 38) and len(pair_fields(39)) == 741
 
 
+@pytest.mark.parametrize("num_fields", [2, 3, 10, 39])
+def test_pair_number_inverts_pair_fields_and_counts_them(num_fields):
+    from ctrbench.pairs import num_pairs, pair_number
+    pairs = pair_fields(num_fields)
+    assert len(pairs) == num_pairs(num_fields)
+    assert [pair_number(i, j, num_fields) for i, j in pairs] == list(range(len(pairs)))
+    assert [pair_number(j, i, num_fields) for i, j in pairs] == list(range(len(pairs)))     # either order
+    for bad in [(0, 0), (0, num_fields), (-1, 1)]:
+        with pytest.raises(ValueError, match="no pair"):
+            pair_number(*bad, num_fields)
+
+
 def test_predict_proba_is_sigmoid_of_logits_in_eval_mode():
     torch.manual_seed(0)
     model = create_model("nfm", FIELD_DIMS).train()
@@ -100,6 +112,58 @@ def test_invalid_pair_names_valid_choices():
 def test_bad_construction_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("model_name", list_models())
+def test_the_registry_entry_agrees_with_the_constructor(model_name):
+    """Defaults and the default interaction are written once, in the constructor; the entry (what
+    `ctrbench list`, records and `create_model` use) must be exactly what a plain call builds."""
+    import inspect
+
+    from ctrbench.models import model_entry
+    entry = model_entry(model_name)
+    parameters = inspect.signature(entry.builder).parameters
+    assert list(parameters)[:2] == ["field_dims", "interaction"]
+    assert entry.default_interaction == parameters["interaction"].default
+    assert {name: default for name, (default, _) in entry.hparams.items()} == \
+        {name: p.default for name, p in list(parameters.items())[2:]}
+    assert all(isinstance(meaning, str) and meaning for _, meaning in entry.hparams.values())
+    assert entry.builder.registry_name == model_name
+    assert entry.default_interaction in list_interactions(model=model_name)
+    built = create_model(model_name, FIELD_DIMS)
+    assert type(built.interaction).registry_name == entry.default_interaction
+
+
+def _unregistered(name):
+    from ctrbench.models import registry
+    assert name not in registry._MODELS
+    return name
+
+
+def _with_embed_dim(field_dims, interaction="sum_square", embed_dim=16):
+    pass
+
+
+def _embed_dim_without_default(field_dims, interaction="sum_square", *, embed_dim):
+    pass
+
+
+def _interaction_without_default(field_dims, interaction, embed_dim=16):
+    pass
+
+
+@pytest.mark.parametrize("meanings,builder,match", [
+    ({"embed_dim": "E", "depth": "layers"}, _with_embed_dim, r"not in the constructor \['depth'\]"),
+    ({}, _with_embed_dim, r"without a meaning \['embed_dim'\]"),
+    ({"embed_dim": "E"}, _embed_dim_without_default, r"without a default \['embed_dim'\]"),
+    ({"embed_dim": "E"}, _interaction_without_default, "must start"),
+])
+def test_a_model_whose_declaration_and_constructor_disagree_is_refused(meanings, builder, match):
+    from ctrbench.models import PAIRS, register_model
+    name = _unregistered("disagreeing_test_model")
+    with pytest.raises(ValueError, match=match):
+        register_model(name, accepts={PAIRS}, hparams=meanings)(builder)
+    assert name not in list_models()
 
 
 @pytest.mark.parametrize("model_name", list_models())

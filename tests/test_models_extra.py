@@ -4,17 +4,11 @@ every valid interaction, and bad-id errors, are covered for all models by tests/
 import pytest
 import torch
 
+from ctrbench.cells import random_ids
 from ctrbench.models import PAIRS, available_pairs, create_model, interaction_entry, list_interactions, list_models
 
 FIELD_DIMS = [4, 3, 6, 2, 5, 7, 3, 8, 6, 4]
 NUM_PAIRS = 45
-
-
-def random_ids(field_dims, batch, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    offsets = torch.tensor([0, *field_dims[:-1]]).cumsum(0)
-    local = torch.stack([torch.randint(d, (batch,), generator=generator) for d in field_dims], dim=1)
-    return local + offsets
 
 
 def copy_shared(source, target):

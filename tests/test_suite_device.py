@@ -201,6 +201,7 @@ cells.layer_step = layer_step
 """
 
 
+@pytest.mark.slow
 def test_suite_run_records_each_cell_compiled_ones_included_and_a_failure_does_not_stop_it(tmp_path):
     done = run_suite(tmp_path, "-k", "(layer and 10-16-1024-forward-product and (einsum or triu_index)) or "
                                      "test_model[fm-sum_square-purchase-1024-train", plant=OOM_PLANT)
@@ -238,6 +239,7 @@ cells.compiled = compiled
 """
 
 
+@pytest.mark.slow
 def test_a_cell_that_does_not_compile_is_recorded_and_the_budget_skips_the_rest(tmp_path):
     done = run_suite(tmp_path, "--ctrbench-compile", "all", "--ctrbench-budget-s", "1e-9", "-k",
                      "layer and 10-16-1024-forward-product and compiled", plant=COMPILE_FAILS)
@@ -251,6 +253,7 @@ def test_a_cell_that_does_not_compile_is_recorded_and_the_budget_skips_the_rest(
     assert document["stopped"] and not document["complete"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_suite_on_cuda_records_device_peak_memory_and_compiled_twins(tmp_path):
     done = run_suite(tmp_path, "--ctrbench-device", "cuda", "-k",
