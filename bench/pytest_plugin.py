@@ -332,6 +332,7 @@ def pytest_sessionfinish(session, exitstatus):
         say(f"ctrbench: leaderboard regenerated: {path}")
 
 
+@pytest.hookimpl(tryfirst=True)     # before pytest-benchmark's own (first result wins)
 def pytest_benchmark_generate_commit_info(config):
     """pytest-benchmark's commit info, with ctrbench's idea of dirty: rewritten results/ (the suite's
     own output) do not make the code look modified, nor name the stored JSON `uncommitted-changes`."""

@@ -354,3 +354,16 @@ def test_an_item_of_an_empty_parametrization_has_no_cell():
     assert item_cell(SimpleNamespace(callspec=SimpleNamespace(params={"layer_cell": cell}))) is cell
     assert item_cell(SimpleNamespace(callspec=SimpleNamespace(params={"model_cell": NOTSET}))) is None
     assert item_cell(SimpleNamespace()) is None
+
+
+def test_the_commit_info_of_stored_benchmarks_ignores_results(monkeypatch):
+    # pytest-benchmark names its JSON `..._uncommitted-changes` when the checkout is dirty; a run that
+    # only rewrote results/ must not look like modified code. Our hook must answer before its own.
+    import ctrbench.environment as environment
+    from ctrbench import pytest_plugin
+    hook = pytest_plugin.pytest_benchmark_generate_commit_info
+    assert hook.pytest_impl["tryfirst"]
+    monkeypatch.setattr(environment, "git_commit", lambda: "abc123")
+    assert hook(None)["dirty"] is False
+    monkeypatch.setattr(environment, "git_commit", lambda: "abc123+dirty")
+    assert hook(None)["dirty"] is True
