@@ -121,9 +121,8 @@ def pytest_configure(config):
     if config.option.benchmark_storage == DEFAULT_STORAGE:
         storage = (config.getoption("ctrbench_results") / "benchmarks").resolve()
         config.option.benchmark_storage = f"file://{storage}"
-    if not config.option.benchmark_save and not config.option.benchmark_autosave:
-        from pytest_benchmark.utils import get_tag     # what --benchmark-autosave would name the file
-        config.option.benchmark_autosave = get_tag()
+    if not config.option.benchmark_save:
+        config.option.benchmark_autosave = benchmark_tag()
     config._ctrbench_cells = CellLog(config)
 
 
@@ -330,6 +329,20 @@ def pytest_sessionfinish(session, exitstatus):
         from .leaderboard import write_leaderboard
         path = write_leaderboard(config.getoption("ctrbench_results"), log=say)
         say(f"ctrbench: leaderboard regenerated: {path}")
+
+
+def benchmark_tag() -> str:
+    """The stored JSON's name as --benchmark-autosave makes it (commit, time, `uncommitted-changes`
+    when the code is modified), with ctrbench's idea of modified: see git_commit."""
+    from pytest_benchmark.utils import get_current_time
+
+    from .environment import git_commit
+    commit = git_commit()
+    if commit is None:
+        from pytest_benchmark.utils import get_tag
+        return get_tag()
+    parts = [commit.removesuffix("+dirty"), get_current_time()]
+    return "_".join(parts + (["uncommitted-changes"] if commit.endswith("+dirty") else []))
 
 
 @pytest.hookimpl(tryfirst=True)     # before pytest-benchmark's own (first result wins)
