@@ -698,7 +698,8 @@ def render(results_dir: Path) -> tuple[str, list[str]]:
     lines += device_sweep_section(results_dir, problems)
     lines += gpu_step_section(results_dir, problems) + step_gap_section(results_dir, problems)
     # The plots show one device: the CPU where there is a CPU run (the figures they always showed).
-    plots = write_plots(results_dir, records, next(iter(runs.values()))[2] if runs else [])
+    plots = write_plots(results_dir, records, next(iter(runs.values()))[2] if runs else [],
+                        lambda record: (comparison_key(record), f"{machine_label(record)}; {training_label(record)}"))
     if plots:
         lines += ["## Plots", ""] + [f"![{plot.stem}]({plot.name})\n" for plot in plots]
     return "\n".join(lines), problems
