@@ -36,6 +36,7 @@ from .afm_fused import FusedAttentionPooling, dropout_mask, parameter_grads
 SOURCE = Path(__file__).with_name("afm_kernel.cpp")
 MAX_KERNEL_DIM = 64     # E and A; kMaxGeneric in the .cpp
 BUILD_DIR_ENV = "CTRBENCH_BUILD_DIR"
+NOT_BUILT = "afm_fused (afm_kernel could not be built)"
 
 
 def build_dir() -> Path:
@@ -128,19 +129,17 @@ class KernelAttentionPooling(FusedAttentionPooling):
             return f"afm_fused (afm_kernel takes float32/float64, not {dtype})"
         if max(embed_dim, attn_dim) > MAX_KERNEL_DIM:
             return f"afm_fused (afm_kernel takes E, A <= {MAX_KERNEL_DIM})"
-        built, why = kernel_status()
-        return "afm_kernel" if built else "afm_fused (afm_kernel could not be built)"
+        return "afm_kernel" if kernel_status()[0] else NOT_BUILT
 
     def _use_kernel(self, emb: torch.Tensor, attention) -> bool:
         if any(p.dtype != emb.dtype for p in attention.parameters()):
             return False
-        if self.backend(emb.device, emb.dtype, emb.shape[2], attention.hidden.out_features) != "afm_kernel":
-            built, why = kernel_status() if emb.device.type == "cpu" else (True, "")
-            if not built and not KernelAttentionPooling._warned:
-                KernelAttentionPooling._warned = True
-                warnings.warn(f"afm_kernel could not be built, running afm_fused instead: {why}", stacklevel=3)
-            return False
-        return True
+        backend = self.backend(emb.device, emb.dtype, emb.shape[2], attention.hidden.out_features)
+        if backend == NOT_BUILT and not KernelAttentionPooling._warned:
+            KernelAttentionPooling._warned = True
+            warnings.warn(f"afm_kernel could not be built, running afm_fused instead: {kernel_status()[1]}",
+                          stacklevel=3)
+        return backend == "afm_kernel"
 
     def _attention_tensors(self, attention):
         return attention.hidden.weight, attention.hidden.bias, attention.score.weight.view(-1)
