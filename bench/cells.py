@@ -18,6 +18,8 @@ from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, in
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.pairs import num_pairs
 
+from .train import train_step
+
 PROFILES = ("quick", "full")
 COMPILE_CHOICES = ("auto", "all", "none")   # the profile's compiled cells, every cell also compiled, none
 ATTN_DIM = 16
@@ -320,11 +322,7 @@ def model_step(cell: ModelCell, device: str = "cpu") -> Callable[[], torch.Tenso
     loss_fn = torch.nn.BCEWithLogitsLoss()
     module.train()
 
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    train_step.backend = backend
-    return train_step
+    def step():
+        return train_step(model, optimizer, loss_fn, x, y)
+    step.backend = backend
+    return step

@@ -198,7 +198,8 @@ def add_download_parser(commands) -> None:
                                              "there and matching are kept.")
     parser.add_argument("name", help="the dataset (frappe, criteo, movielens; avazu is behind a login and is fetched by hand)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where to put it (default: $CTRBENCH_DATA_DIR, else ~/.cache/ctrbench/datasets)")
+                        help="where to put it (default: $CTRBENCH_DATA_DIR, else ../shared/datasets beside the "
+                             "checkout if present, else ~/.cache/ctrbench/datasets)")
     parser.set_defaults(handler=command_download)
 
 

@@ -45,7 +45,7 @@ def cell_key(group: str, interaction: str) -> str:
 
 def gated(info: dict) -> bool:
     """The gate judges CPU eager cells only; compiled or other-device cells a run may add are not its own."""
-    return info.get("device", "cpu") == "cpu" and info.get("compile") in (None, False, "eager", "none")
+    return info.get("device", "cpu") == "cpu" and not info.get("compile")
 
 
 def cell_measures(benchmarks: list[dict]) -> dict[str, dict]:

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ctrbench.pairs import num_pairs
+
 from ..registry import ATTENTION_POOLED, register_interaction
 
 CPU_CHUNK_ELEMS = 1 << 18    # elements of one (chunk·S, max(E, A)) temporary: ~1 MB in float32
@@ -80,7 +82,7 @@ def dropout_mask(emb: torch.Tensor, attention) -> torch.Tensor | None:
     if not (attention.dropout.training and attention.dropout.p > 0):
         return None
     num_fields = emb.shape[1]
-    return attention.dropout(emb.new_ones(emb.shape[0], num_fields * (num_fields - 1) // 2))
+    return attention.dropout(emb.new_ones(emb.shape[0], num_pairs(num_fields)))
 
 
 def parameter_grads(W, b, h, dW_h, db_h):

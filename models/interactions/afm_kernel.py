@@ -127,7 +127,7 @@ class KernelAttentionPooling(FusedAttentionPooling):
             return f"afm_fused (afm_kernel runs on the CPU only, not {device.type})"
         if dtype not in (torch.float32, torch.float64):
             return f"afm_fused (afm_kernel takes float32/float64, not {dtype})"
-        if max(embed_dim, attn_dim) > MAX_KERNEL_DIM:
+        if max(embed_dim or 0, attn_dim or 0) > MAX_KERNEL_DIM:
             return f"afm_fused (afm_kernel takes E, A <= {MAX_KERNEL_DIM})"
         return "afm_kernel" if kernel_status()[0] else NOT_BUILT
 

@@ -37,6 +37,8 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
+from ctrbench.pairs import num_pairs
+
 from ..registry import ATTENTION_POOLED, register_interaction
 from .afm_fused import FusedAttentionPooling, dropout_mask, parameter_grads
 
@@ -81,7 +83,7 @@ def _padded(n: int) -> int:
 def _launch_args(V, W, precision):
     B, F, E = V.shape
     A = W.shape[0]
-    return dict(B=B, F=F, E=E, A=A, P=F * (F - 1) // 2, B_BUCKET=_padded(B)), \
+    return dict(B=B, F=F, E=E, A=A, P=num_pairs(F), B_BUCKET=_padded(B)), \
         dict(EP=_padded(E), AP=_padded(A), PRECISION=precision)
 
 
