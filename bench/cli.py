@@ -12,13 +12,13 @@ import torch
 from ctrbench.datasets import list_datasets
 from ctrbench.models import list_interactions, list_models, model_entry
 
-from .distributed import Distributed, launched_by_torchrun, report_failure
+from ctrbench.training.distributed import Distributed, launched_by_torchrun, report_failure
 from . import gate
 from .arguments import add_data_arguments, add_machine_arguments, comma_list, key_value, seed_list
-from .attention import add_attention_parser
-from .leaderboard import write_leaderboard
-from .protocol import run_grid
-from .train import TrainConfig
+from ctrbench.attention.analysis import add_attention_parser
+from ctrbench.report.leaderboard import write_leaderboard
+from ctrbench.training.protocol import run_grid
+from ctrbench.training.train import TrainConfig
 
 DEFAULT_RESULTS = Path("results")
 
@@ -73,7 +73,7 @@ def command_run(args) -> int:
                          weight_decay=args.weight_decay, patience=args.patience,
                          plateau_lr_factor=args.plateau_lr_factor)
     # Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) every rank trains each run with DDP and
-    # only rank 0 prints, writes records and the leaderboard; see ctrbench.distributed.
+    # only rank 0 prints, writes records and the leaderboard; see ctrbench.training.distributed.
     cluster = Distributed.start(args.device, args.dist_timeout) if launched_by_torchrun() else None
     writer = cluster is None or cluster.is_writer
     try:

@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from .environment import cpu_model
-from .records import write_text_atomic
+from ctrbench.training.environment import cpu_model
+from ctrbench.files import write_text_atomic
 
 REFERENCE = "triu_index"
 SUITE = Path(__file__).resolve().parent / "suite"

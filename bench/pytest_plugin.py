@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from . import gate
-from .cells import COMPILE_CHOICES, PROFILES, CellCompileError
+from ctrbench.measure.cells import COMPILE_CHOICES, PROFILES, CellCompileError
 from .files import write_text_atomic
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -163,7 +163,7 @@ class CellLog:
     JSON only at the end). The session name is also put in that JSON, which then supersedes this file."""
 
     def __init__(self, config, clock=time.monotonic):
-        from .environment import device_name, environment
+        from ctrbench.training.environment import device_name, environment
         device = suite_device(config)
         self.clock, self.first_cell = clock, None
         self.budget_s = config.getoption("ctrbench_budget_s")
@@ -220,7 +220,7 @@ class CellLog:
             self.write()
 
     def write(self) -> None:
-        from .records import write_record
+        from ctrbench.training.records import write_record
         write_record(self.path, self.document)
 
 
@@ -326,7 +326,7 @@ def pytest_sessionfinish(session, exitstatus):
     # are still worth writing. An interrupted or misused session writes nothing.
     if not config.getoption("ctrbench_no_leaderboard") and session.exitstatus in (pytest.ExitCode.OK,
                                                                                    pytest.ExitCode.TESTS_FAILED):
-        from .leaderboard import write_leaderboard
+        from ctrbench.report.leaderboard import write_leaderboard
         path = write_leaderboard(config.getoption("ctrbench_results"), log=say)
         say(f"ctrbench: leaderboard regenerated: {path}")
 
@@ -336,7 +336,7 @@ def benchmark_tag() -> str:
     when the code is modified), with ctrbench's idea of modified: see git_commit."""
     from pytest_benchmark.utils import get_current_time
 
-    from .environment import git_commit
+    from ctrbench.training.environment import git_commit
     commit = git_commit()
     if commit is None:
         from pytest_benchmark.utils import get_tag
@@ -351,7 +351,7 @@ def pytest_benchmark_generate_commit_info(config):
     own output) do not make the code look modified, nor name the stored JSON `uncommitted-changes`."""
     from pytest_benchmark.utils import get_commit_info
 
-    from .environment import git_commit
+    from ctrbench.training.environment import git_commit
     info = get_commit_info()
     commit = git_commit()
     if commit is not None:

@@ -194,7 +194,7 @@ def generate(rows: int = 100_000, seed: int = 0, positive_rate: float = 1 / 3, h
         "hot_pair_number": HOT_PAIR if hot_share > 0 else None,
         "hot_combos": [tuple(c) for c in HOT_COMBOS] if hot_share > 0 else [],
         "hot_feature_ids": [(int(offsets[8] + b), int(offsets[9] + o)) for b, o in HOT_COMBOS] if hot_share > 0 else [],
-        # What an analysis of learned pair importances needs to read this truth (ctrbench.attention):
+        # What an analysis of learned pair importances needs to read this truth (ctrbench.attention.analysis):
         # the pair to follow beside the planted ones, with the hot spot on or off (the article guessed
         # the hot spot pushes brand × origin up), what a strength means, and what the condition is.
         "watched_pair": HOT_PAIR,

@@ -78,7 +78,7 @@ def assert_whole_afm_matches_triu_index(interaction: str, field_dims: list[int],
     random ids and dropout seed: logits, every parameter's gradient of sum(logits²) and the attention
     weights agree (forward 1e-5, gradients 1e-4 of the largest exact value). Returns the fast model."""
     import torch
-    from ctrbench.cells import random_ids
+    from ctrbench.measure.cells import random_ids
     from ctrbench.models import create_model
 
     def close(actual, expected, rtol):

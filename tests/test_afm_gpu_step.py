@@ -1,9 +1,9 @@
-"""bench/afm_gpu_step.py, the GPU micro-benchmark, run tiny on the CPU: its record, its check, its failures."""
+"""bench/measure/afm_gpu_step.py, the GPU micro-benchmark, run tiny on the CPU: its record, its check, its failures."""
 import json
 
 import pytest
 
-from ctrbench import afm_gpu_step
+from ctrbench.measure import afm_gpu_step
 
 TINY = ["--device", "cpu", "--shapes", "39x8", "--reps", "1", "--warmup", "0", "--check-batch", "6"]
 

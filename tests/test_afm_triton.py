@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctrbench.cells import random_ids
+from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, running_backend
 from ctrbench.models.interactions import afm_triton
 from ctrbench.models.interactions.afm_fused import FusedAttentionPooling

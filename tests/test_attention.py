@@ -1,4 +1,4 @@
-"""The attention analysis (ctrbench.attention): weights, pair names, spread, recovery, the whole pipeline
+"""The attention analysis (ctrbench.attention.analysis): weights, pair names, spread, recovery, the whole pipeline
 on a tiny planted dataset, the report files and the CLI subcommand."""
 import argparse
 import math
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from ctrbench.attention import (COMPARISONS, add_attention_parser, analyse_attention, analyse_trained, attention_matrix,
+from ctrbench.attention.analysis import (COMPARISONS, add_attention_parser, analyse_attention, analyse_trained, attention_matrix,
                                 attention_models, fm_pair_strength, fwfm_pair_strengths, pair_names,
                                 planted_recovery, precision_at_k, ranks, spread_measures, top_pairs)
-from ctrbench.cells import random_ids
+from ctrbench.measure.cells import random_ids
 from ctrbench.datasets import load, pair_number
 from ctrbench.models import create_model, pair_fields
-from ctrbench.train import TrainConfig
+from ctrbench.training.train import TrainConfig
 
 from conftest import make_tiny_dataset
 
@@ -118,7 +118,7 @@ def test_a_dataset_without_truth_gets_no_recovery_and_the_report_imports_one_way
     analysis = analyse_trained(model, data, samples=5, top_k=2)
     assert analysis.recovery is None and analysis.true_strength is None
     assert list(analysis.mean_ranks) == list(ranks(analysis.mean_weights))
-    code = "import sys, ctrbench.attention_report; print('ctrbench.attention' in sys.modules)"
+    code = "import sys, ctrbench.attention.report; print('ctrbench.attention.analysis' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-import ctrbench.train as train
-from ctrbench.cells import random_ids
+import ctrbench.training.train as train
+from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, list_models
-from ctrbench.protocol import RunSpec, run_one
-from ctrbench.train import TrainConfig
+from ctrbench.training.protocol import RunSpec, run_one
+from ctrbench.training.train import TrainConfig
 
 from conftest import make_tiny_dataset
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ctrbench.datasets.batching import batches
-from ctrbench.protocol import RunSpec, run_one
-from ctrbench.train import TrainConfig
+from ctrbench.training.protocol import RunSpec, run_one
+from ctrbench.training.train import TrainConfig
 
 from conftest import make_tiny_dataset
 

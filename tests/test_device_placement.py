@@ -10,11 +10,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ctrbench.attention import pair_dots
-from ctrbench.cells import random_ids
+from ctrbench.attention.analysis import pair_dots
+from ctrbench.measure.cells import random_ids
 from ctrbench.datasets.batching import batches
 from ctrbench.models import create_model, list_models
-from ctrbench.train import predict_on_device, train_epoch
+from ctrbench.training.train import predict_on_device, train_epoch
 
 FIELD_DIMS = [4, 5, 3, 6]
 

@@ -5,9 +5,9 @@ import json
 import subprocess
 import sys
 
-from ctrbench import device_sweep
-from ctrbench.cells import implementations
-from ctrbench.leaderboard import render
+from ctrbench.measure import device_sweep
+from ctrbench.measure.cells import implementations
+from ctrbench.report.leaderboard import render
 
 TINY = ["--device", "cpu", "--fields", "5", "--batches", "8,16", "--reps", "1", "--warmup", "0"]
 CELL_KEYS = {"impl", "num_fields", "batch", "mode", "embed_dim", "attn_dim", "status", "median_s", "min_s",
@@ -96,7 +96,7 @@ def test_zero_budget_runs_nothing(tmp_path):
 
 
 def test_help_exits_0():
-    done = subprocess.run([sys.executable, "-m", "ctrbench.device_sweep", "--help"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "ctrbench.measure.device_sweep", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--budget-s" in done.stdout and "--device" in done.stdout
 
 

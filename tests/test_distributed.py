@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from ctrbench.datasets.batching import batches
-from ctrbench.distributed import backend_for, launched_by_torchrun
+from ctrbench.training.distributed import backend_for, launched_by_torchrun
 from ctrbench.models import create_model
-from ctrbench.protocol import RunSpec, run_one
-from ctrbench.train import TrainConfig
+from ctrbench.training.protocol import RunSpec, run_one
+from ctrbench.training.train import TrainConfig
 
 from conftest import make_tiny_dataset
 
@@ -105,7 +105,8 @@ def free_port() -> int:
 FAILING_RANK_SCRIPT = """
 import sys, time
 import torch.distributed as dist
-from ctrbench import cli, distributed
+from ctrbench import cli
+from ctrbench.training import distributed
 
 mode = sys.argv.pop(1)
 evaluate = distributed.Distributed.evaluate

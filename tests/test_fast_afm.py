@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from ctrbench.cells import implementations, random_ids
+from ctrbench.measure.cells import implementations, random_ids
 from ctrbench.models import create_model
 from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
 from ctrbench.models.interactions import afm_kernel

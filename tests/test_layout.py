@@ -7,9 +7,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# import namespace ctrbench.* -> folders (pyproject's package-dir)
-PACKAGES = {"ctrbench": ROOT / "bench", "ctrbench.models": ROOT / "models",
-            "ctrbench.models.interactions": ROOT / "models" / "interactions", "ctrbench.datasets": ROOT / "datasets"}
+
+
+def _packages() -> dict[str, Path]:
+    """{package: folder} of every package pyproject.toml installs (its package-dir maps ctrbench.* onto the
+    top-level folders; a sub-package not named there lies under its parent's folder)."""
+    tomllib = pytest.importorskip("tomllib")
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setup["package-dir"]
+    folders = {}
+    for package in setup["packages"]:
+        parent = max((p for p in mapped if package == p or package.startswith(p + ".")), key=len)
+        folders[package] = ROOT / mapped[parent] / Path(*package[len(parent):].split(".")[1:])
+    return folders
+
+
+# import namespace ctrbench.* -> folders
+PACKAGES = _packages()
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "pytest_benchmark": "pytest-benchmark"}
 # imported only inside a fallback (`try: ... except ImportError`) or from pip's own vendored copy
@@ -18,6 +32,7 @@ OPTIONAL = {"pip"}
 
 def _modules():
     """{dotted module name: parsed tree} of every module of the package."""
+    assert all(folder.is_dir() for folder in PACKAGES.values()), PACKAGES
     found = {}
     for package, folder in PACKAGES.items():
         for path in folder.glob("*.py"):
@@ -124,3 +139,12 @@ def test_nothing_writes_a_result_file_in_place():
                     if node.func.attr == "savefig" or (isinstance(base, ast.Name) and base.id == "os"):
                         offenders.add(name)
     assert offenders == set(), sorted(offenders)
+
+
+def test_every_package_folder_is_installed():
+    """A sub-folder of bench/ with modules but missing from pyproject's `packages` would work in a checkout
+    and vanish from a wheel."""
+    folders = set(PACKAGES.values())
+    for top in {ROOT / "bench", ROOT / "models", ROOT / "datasets"}:
+        for init in top.rglob("__init__.py"):
+            assert init.parent in folders, f"{init.parent.relative_to(ROOT)} is not in pyproject's packages"

@@ -2,7 +2,7 @@
 synthetic files: ratios, status cells, which file feeds which section, corrupt files reported."""
 import json
 
-from ctrbench.leaderboard import gpu_files, render
+from ctrbench.report.leaderboard import gpu_files, render
 
 MiB = 2 ** 20
 

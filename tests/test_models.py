@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from ctrbench.cells import random_ids
+from ctrbench.measure.cells import random_ids
 from ctrbench.models import (available_pairs, create_model, list_interactions, list_models, pair_fields,
                              predict_proba)
 from ctrbench.models.interactions.reference import ReferencePairs

@@ -4,7 +4,7 @@ every valid interaction, and bad-id errors, are covered for all models by tests/
 import pytest
 import torch
 
-from ctrbench.cells import random_ids
+from ctrbench.measure.cells import random_ids
 from ctrbench.models import PAIRS, available_pairs, create_model, interaction_entry, list_interactions, list_models
 
 FIELD_DIMS = [4, 3, 6, 2, 5, 7, 3, 8, 6, 4]
@@ -107,7 +107,7 @@ def test_qafm_default_query_is_the_last_field_unless_given():
 
 def test_protocol_gives_qafm_the_data_sets_item_fields_unless_the_run_sets_them():
     from ctrbench.datasets import load
-    from ctrbench.protocol import RunSpec, model_hparams
+    from ctrbench.training.protocol import RunSpec, model_hparams
     purchase = load("purchase", rows=200)
     assert purchase.item_fields == (7, 8, 9)
     assert [purchase.field_names[f] for f in purchase.item_fields] == ["category_l2", "brand", "origin"]

@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from ctrbench import plots
+from ctrbench.report import plots
 
 
 @pytest.fixture

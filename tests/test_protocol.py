@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-import ctrbench.protocol as protocol
-from ctrbench.leaderboard import render
+import ctrbench.training.protocol as protocol
+from ctrbench.report.leaderboard import render
 from ctrbench.models import create_model
-from ctrbench.protocol import RunSpec, run_grid, run_one
-from ctrbench.records import read_record, read_records
-from ctrbench.train import TrainConfig, fit
+from ctrbench.training.protocol import RunSpec, run_grid, run_one
+from ctrbench.training.records import read_record, read_records
+from ctrbench.training.train import TrainConfig, fit
 
 from conftest import make_tiny_dataset
 
@@ -85,7 +85,7 @@ def test_record_has_what_the_protocol_promises(tiny_dataset):
 def test_warm_up_leaves_weights_buffers_and_random_state_as_they_were(tiny_dataset):
     """The warm-up trains a few steps; a run must go on exactly as if it had not (NFM: BatchNorm
     statistics; AFM: dropout draws)."""
-    from ctrbench.train import warm_up
+    from ctrbench.training.train import warm_up
 
     X, y = (torch.as_tensor(a) for a in tiny_dataset.split("train"))
     for name in ("nfm", "afm"):
@@ -202,7 +202,7 @@ def test_bad_training_settings_are_clear_errors(bad):
 def test_quality_tables_never_mix_devices_modes_or_training_settings(tmp_path, tiny_loader):
     """A GPU run, a compiled run and a run with another batch size each get their own table (and
     their own best row), even for the same model, data and seeds."""
-    from ctrbench.records import write_record
+    from ctrbench.training.records import write_record
 
     records = grid(tmp_path)
     for record in records:

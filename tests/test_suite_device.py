@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctrbench import cells, pytest_plugin
-from ctrbench.cells import LayerCell, ModelCell, cell_id, layer_cells, model_cells
-from ctrbench.leaderboard import render
+from ctrbench import pytest_plugin
+
+from ctrbench.measure import cells
+from ctrbench.measure.cells import LayerCell, ModelCell, cell_id, layer_cells, model_cells
+from ctrbench.report.leaderboard import render
 from ctrbench.models import list_models, model_entry
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "suite" / "test_speed.py"
@@ -184,7 +186,7 @@ def test_failures_are_told_apart():
 
 
 OOM_PLANT = """
-import ctrbench.cells as cells
+import ctrbench.measure.cells as cells
 real_step = cells.layer_step
 
 
@@ -226,7 +228,7 @@ def test_suite_run_records_each_cell_compiled_ones_included_and_a_failure_does_n
 
 
 COMPILE_FAILS = """
-import ctrbench.cells as cells
+import ctrbench.measure.cells as cells
 
 
 def compiled(fn):
@@ -348,7 +350,7 @@ def test_an_item_of_an_empty_parametrization_has_no_cell():
 
     from _pytest.compat import NOTSET
 
-    from ctrbench.cells import LayerCell
+    from ctrbench.measure.cells import LayerCell
     from ctrbench.pytest_plugin import item_cell
     cell = LayerCell("triu_index", 10, 16, 1024, "train")
     assert item_cell(SimpleNamespace(callspec=SimpleNamespace(params={"layer_cell": cell}))) is cell
@@ -359,7 +361,7 @@ def test_an_item_of_an_empty_parametrization_has_no_cell():
 def test_the_commit_info_of_stored_benchmarks_ignores_results(monkeypatch):
     # pytest-benchmark names its JSON `..._uncommitted-changes` when the checkout is dirty; a run that
     # only rewrote results/ must not look like modified code. Our hook must answer before its own.
-    import ctrbench.environment as environment
+    import ctrbench.training.environment as environment
     from ctrbench import pytest_plugin
     hook = pytest_plugin.pytest_benchmark_generate_commit_info
     assert hook.pytest_impl["tryfirst"]

@@ -9,8 +9,8 @@ import pytest
 
 from ctrbench.datasets import load
 from ctrbench.models import list_models
-from ctrbench.protocol import run_grid
-from ctrbench.train import TrainConfig
+from ctrbench.training.protocol import run_grid
+from ctrbench.training.train import TrainConfig
 
 SEEDS = {"quick": 3, "full": 5}
 DATASETS = ["purchase", "frappe"]

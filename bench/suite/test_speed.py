@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 
-from ctrbench.cells import (CellCompileError, cell_id, gate_cells, layer_cells, layer_step, model_cells, model_step,
+from ctrbench.measure.cells import (CellCompileError, cell_id, gate_cells, layer_cells, layer_step, model_cells, model_step,
                             too_large)
-from ctrbench.costs import flops, peak_rss_rise_bytes, saved_activation_bytes
-from ctrbench.environment import device_name
-from ctrbench.memory import cuda_step_peak_bytes
+from ctrbench.measure.costs import flops, peak_rss_rise_bytes, saved_activation_bytes
+from ctrbench.training.environment import device_name
+from ctrbench.measure.memory import cuda_step_peak_bytes
 from ctrbench.pytest_plugin import is_gate_run, suite_device
 
 ROUNDS = {"quick": 5, "full": 10}

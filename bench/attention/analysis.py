@@ -12,11 +12,11 @@ For a trained attention model (AFM, or the query-conditioned qAFM) on any datase
     and on request FwFM's |r_p| / Σ|r| (and its effective mean |r_p <v_i, v_j>|), with Spearman's
     rank correlation against the mean attention.
 
-    >>> from ctrbench.attention import analyse_attention
+    >>> from ctrbench.attention.analysis import analyse_attention
     >>> report = analyse_attention("purchase", seed=0, hot_spot="both", compare=("fm", "fwfm"))
     >>> report.analyses[0].top[:3], report.analyses[0].recovery.precision_at_k, report.paths
 
-The Markdown and PNGs are written by `write_attention_report` (ctrbench.attention_report).
+The Markdown and PNGs are written by `write_attention_report` (ctrbench.attention.report).
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ from ctrbench.datasets import list_datasets, load
 from ctrbench.models import check_hparams, hparams_for, list_models, model_entry
 from ctrbench.pairs import num_pairs, pair_fields
 
-from .arguments import add_data_arguments, add_machine_arguments, key_value
-from .attention_report import write_attention_report
-from .protocol import RunSpec, as_tensors, train_and_test
-from .train import TrainConfig
+from ctrbench.arguments import add_data_arguments, add_machine_arguments, key_value
+from .report import write_attention_report
+from ctrbench.training.protocol import RunSpec, as_tensors, train_and_test
+from ctrbench.training.train import TrainConfig
 
 # Training defaults of the analysis (shorter than the leaderboard's: the attention pattern, not the
 # last 0.001 of AUC, is what is looked at).
@@ -478,7 +478,7 @@ def command_line(dataset, seed: int, model: str, samples: int, top_k: int, compa
                  results_dir: Path) -> str:
     """The `ctrbench attention ...` command that reproduces the analysis."""
     if not isinstance(dataset, str):
-        return f"ctrbench.attention.analyse_attention(<{getattr(dataset, 'name', 'dataset')} object>, ...)"
+        return f"ctrbench.attention.analysis.analyse_attention(<{getattr(dataset, 'name', 'dataset')} object>, ...)"
     parts = ["ctrbench", "attention", "--dataset", dataset, "--seed", str(seed), "--model", model,
              "--samples", str(samples), "--top-k", str(top_k), "--compare", ",".join(compare) or "none"]
     if dataset == "purchase":

@@ -1,4 +1,4 @@
-"""`python -m ctrbench.afm_gpu_step --out FILE.json`: issue 15's table in one process on one GPU.
+"""`python -m ctrbench.measure.afm_gpu_step --out FILE.json`: issue 15's table in one process on one GPU.
 
 A whole AFM model step (forward, BCE, backward, Adam; E = A = 16, float32, dropout 0.2), train and
 inference, for triu_index (eager), afm_fused, torch.compile of the triu_index model, afm_triton (exact
@@ -25,9 +25,9 @@ from ctrbench.models import create_model, interaction_entry, running_backend
 
 from .cells import SHAPES, ModelCell, model_step, random_ids
 from .device_sweep import check_timing_args, now, pinned_device
-from .environment import device_name, environment
+from ctrbench.training.environment import device_name, environment
 from .memory import time_step
-from .records import write_record
+from ctrbench.training.records import write_record
 
 # (label, model, interaction, compiled): the contenders of one shape, run back to back.
 CONTENDERS = (
@@ -184,7 +184,7 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ctrbench.afm_gpu_step", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.afm_gpu_step", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     parser.add_argument("--shapes", type=lambda t: [_shape(s) for s in t.split(",") if s.strip()],

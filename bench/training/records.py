@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# The one atomic writer (ctrbench.files); imported from here too by the modules that write records.
-from .files import write_text_atomic  # noqa: F401
+from ctrbench.files import write_text_atomic
 
 SCHEMA = 1
 

@@ -1,13 +1,13 @@
-"""`python -m ctrbench.step_gap`: the protocol's recorded train throughput against the suite's bare
+"""`python -m ctrbench.measure.step_gap`: the protocol's recorded train throughput against the suite's bare
 whole-model train step, same model, shape, batch and device, measured in one process.
 
-The bare step (`ctrbench.cells.model_step`: forward, BCE, backward, Adam on one fixed batch) is what
-the hardware can do; the protocol (`ctrbench.protocol.train_and_test` on the purchase log) adds what
+The bare step (`ctrbench.measure.cells.model_step`: forward, BCE, backward, Adam on one fixed batch) is what
+the hardware can do; the protocol (`ctrbench.training.protocol.train_and_test` on the purchase log) adds what
 training really needs: a shuffled order, a gather per batch, a last batch of another size, the loss
 kept for the record. The ratio bare / protocol says what the loop costs: near 1 the loop is free, and
 the issue's bar on a GPU is 2 at a batch that suits the GPU.
 
-    python -m ctrbench.step_gap --device cuda --models fm,afm --batches 4096,65536 --out step_gap.json
+    python -m ctrbench.measure.step_gap --device cuda --models fm,afm --batches 4096,65536 --out step_gap.json
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ import torch
 from ctrbench.datasets import load
 from ctrbench.models import model_entry
 
-from .arguments import comma_list
+from ctrbench.arguments import comma_list
 from .cells import ModelCell, model_step
-from .environment import environment
+from ctrbench.training.environment import environment
 from .memory import timed_rounds
-from .protocol import RunSpec, resolve_device, train_and_test
-from .records import write_text_atomic
-from .train import TrainConfig
+from ctrbench.training.protocol import RunSpec, resolve_device, train_and_test
+from ctrbench.files import write_text_atomic
+from ctrbench.training.train import TrainConfig
 
 SHAPE = "purchase"      # the suite's purchase shape is the purchase log's fields
 
@@ -79,7 +79,7 @@ def measure(models: list[str], batches: list[int], device: torch.device, rows: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctrbench.step_gap", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.step_gap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cpu, cuda, cuda:N or auto (default cuda)")
     parser.add_argument("--models", type=comma_list, default=["fm", "afm"], help="default fm,afm")
     parser.add_argument("--interactions", type=comma_list, default=None,

@@ -18,7 +18,7 @@ from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, in
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.pairs import num_pairs
 
-from .train import train_step
+from ctrbench.training.train import train_step
 
 PROFILES = ("quick", "full")
 COMPILE_CHOICES = ("auto", "all", "none")   # the profile's compiled cells, every cell also compiled, none

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .memory import synchronize
+from ctrbench.measure.memory import synchronize
 from .train import local_module, predict_on_device, scores
 
 TIMEOUT_ENV = "CTRBENCH_DIST_TIMEOUT"

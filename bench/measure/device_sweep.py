@@ -1,5 +1,5 @@
-"""`python -m ctrbench.device_sweep`: AFM's pair products + attention pooling (the `afm` layer cell of
-`ctrbench.cells`) for every implementation AFM accepts, timed and memory-measured on one device, for
+"""`python -m ctrbench.measure.device_sweep`: AFM's pair products + attention pooling (the `afm` layer cell of
+`ctrbench.measure.cells`) for every implementation AFM accepts, timed and memory-measured on one device, for
 issue 7. Writes results/gpu/afm_<device>.json, which `ctrbench leaderboard` turns into tables.
 
 Made to run once, unattended, under a hard time limit: a cell that fails (out of memory, any error)
@@ -21,9 +21,9 @@ import torch
 from ctrbench.models import ATTENTION_POOLED, interaction_entry
 
 from .cells import ATTN_DIM, MEMORY_FACTOR, LayerCell, device_memory_bytes, implementations, layer_step
-from .environment import device_name, environment
+from ctrbench.training.environment import device_name, environment
 from .memory import time_step
-from .records import write_record
+from ctrbench.training.records import write_record
 
 FIELDS = (39, 100)                  # Criteo's field count, and a wide model
 BATCHES = (1024, 4096, 16384, 65536)
@@ -133,7 +133,7 @@ def names(text: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ctrbench.device_sweep",
+        prog="python -m ctrbench.measure.device_sweep",
         description="Time AFM's pair products + attention pooling (E=16, A=16, float32) for every implementation "
                     "AFM accepts over fields x batches x modes on one device; record median/min seconds, "
                     "samples/s and CUDA peak extra memory per cell, OOM and errors included. The JSON is "

@@ -17,7 +17,7 @@ from ctrbench.models import (check_hparams, check_pair, create_model, hparams_fo
                              running_backend)
 
 from .environment import environment
-from .memory import PeakMemory, track_peak_memory
+from ctrbench.measure.memory import PeakMemory, track_peak_memory
 from .records import SCHEMA, read_record, write_record
 from .train import FitResult, TrainConfig, evaluate, fit
 
@@ -187,7 +187,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     """Run every (model, interaction, seed) not already stored; return all the grid's records.
 
     Each record is written the moment its run ends, so a killed grid loses at most the run in flight
-    and a restart skips what is done. `distributed` (a `ctrbench.distributed.Distributed`, under
+    and a restart skips what is done. `distributed` (a `ctrbench.training.distributed.Distributed`, under
     torchrun) trains every run on all ranks; rank 0 decides what is pending and alone writes records.
     """
     config = config or TrainConfig()

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")              # files only; no display needed
 import matplotlib.pyplot as plt    # noqa: E402
 
-from .files import save_figure  # noqa: E402
+from ctrbench.files import save_figure  # noqa: E402
 
 
 def _layer_series(benchmarks: list[dict], value) -> dict[str, list[tuple[int, float]]]:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ctrbench.datasets.batching import batches
 
-from .memory import synchronize
+from ctrbench.measure.memory import synchronize
 
 
 @dataclass
