@@ -7,30 +7,42 @@
 //
 // Pairs are p = (i, j), i < j, row-major (torch.triu_indices(F, F, 1)), as in the reference.
 // Tensors: V (B, F, E), W (A, E), b (A), h (A), mask (B, P) or empty (no dropout), g (B, E).
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 #include <vector>
 
 namespace {
 
 constexpr int64_t kMaxGeneric = 64;   // E and A of the run-time-sized kernel (afm_kernel.py checks)
 
-// Runs body(thread, begin, end) over [0, n) on torch's intra-op thread count, one contiguous range per
-// thread; returns the number of threads used.
-template <typename Body>
-int64_t for_ranges(int64_t n, const Body& body) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  const int64_t step = (n + threads - 1) / threads;
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.emplace_back([&, t] { body(t, std::min(n, t * step), std::min(n, (t + 1) * step)); });
-  }
-  body(0, 0, std::min(n, step));
-  for (auto& worker : pool) worker.join();
-  return threads;
+// Parallelism is ATen's: at::parallel_for runs on torch's intra-op pool (its threads are made once and
+// reused; torch.set_num_threads sets how many) and, at one thread or inside another parallel region,
+// runs inline on the calling thread. Where that pool is OpenMP's (torch's Linux builds), parallel_for is
+// a header template whose `omp parallel` is compiled into this file: without -fopenmp, which
+// afm_kernel.py passes, it would run every range serially.
+//
+// The unit of work is a block of L samples. A task gets at least kTaskRows vector-row operations' worth
+// of blocks, so that handing it to a pool thread pays off (a block at F = 39 is far more than that, at
+// F = 2 far less).
+constexpr int64_t kTaskRows = int64_t(1) << 14;
+
+// The backward's weight gradients are sums over all samples. They are summed per chunk (a fixed run of
+// blocks, the same whatever the thread count) and the chunks' sums added in chunk order afterwards, so
+// the result has the same bits for every thread count and every split of the chunks among threads.
+// Closing a chunk adds up the lanes of its A * E + A rows (lane_sums: a few vector operations a row); a
+// chunk does at least kChunkWork vector-row operations per such row, so that closing costs about 1 %.
+// At most kMaxChunks chunks: their partial sums take chunks * (A * E + A) scalars.
+constexpr int64_t kChunkWork = 256;
+constexpr int64_t kMaxChunks = 512;
+
+int64_t ceil_div(int64_t n, int64_t d) { return (n + d - 1) / d; }
+
+// blocks per task (or chunk) for blocks costing about rows_per_block vector-row operations each
+int64_t blocks_per_task(int64_t rows_per_block) {
+  return std::max<int64_t>(1, ceil_div(kTaskRows, std::max<int64_t>(1, rows_per_block)));
 }
 
 // One row of L lanes (L samples), a 64-byte GCC vector: the compiler maps it onto whatever vector
@@ -43,6 +55,47 @@ template <>
 struct LanesOf<double> { typedef double type __attribute__((vector_size(64), __may_alias__)); };
 template <typename T>
 using Lanes = typename LanesOf<T>::type;
+
+// Lane indices for GCC's __builtin_shuffle: integers of the lanes' width, as many as there are lanes.
+template <typename T>
+struct MaskOf;
+template <>
+struct MaskOf<float> { typedef int32_t type __attribute__((vector_size(64))); };
+template <>
+struct MaskOf<double> { typedef int64_t type __attribute__((vector_size(64))); };
+
+// out[k] = the sum of rows[k]'s lanes, k < n, always added up in one order, a pairwise tree of neighbours:
+// ((l0 + l1) + (l2 + l3)) + ... L rows at a time go as L vectors: each step adds the neighbouring lanes of
+// two vectors into one (half the lanes from each), and after log2(L) steps lane k holds row k's sum.
+template <typename T>
+void lane_sums(const Lanes<T>* __restrict__ rows, int64_t n, T* __restrict__ out) {
+  constexpr int L = sizeof(Lanes<T>) / sizeof(T);
+  int64_t k = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+  using Mask = typename MaskOf<T>::type;
+  Mask even, odd;   // lanes of the concatenation (a, b)
+  for (int l = 0; l < L; ++l) {
+    even[l] = 2 * l;
+    odd[l] = 2 * l + 1;
+  }
+  for (; k + L <= n; k += L) {
+    Lanes<T> level[L];
+    for (int l = 0; l < L; ++l) level[l] = rows[k + l];
+    for (int width = L; width > 1; width /= 2)
+      for (int i = 0; i < width / 2; ++i)
+        level[i] = __builtin_shuffle(level[2 * i], level[2 * i + 1], even) +
+                   __builtin_shuffle(level[2 * i], level[2 * i + 1], odd);
+    for (int l = 0; l < L; ++l) out[k + l] = level[0][l];
+  }
+#endif
+  for (; k < n; ++k) {   // the rest (or all, without GCC's shuffles), in the same order
+    T t[L];
+    for (int l = 0; l < L; ++l) t[l] = rows[k][l];
+    for (int width = L / 2; width >= 1; width /= 2)
+      for (int i = 0; i < width; ++i) t[i] = t[2 * i] + t[2 * i + 1];
+    out[k] = t[0];
+  }
+}
 
 // E_, A_ > 0 are compile-time sizes (loops unrolled, rows kept in registers), 0 means run-time.
 template <typename T, int E_, int A_>
@@ -215,7 +268,7 @@ void check_inputs(const at::Tensor& V, const at::Tensor& W, const at::Tensor& ma
 std::vector<at::Tensor> afm_forward(at::Tensor V, at::Tensor W, at::Tensor b, at::Tensor h, at::Tensor mask,
                                     bool weights_only) {
   check_inputs(V, W, mask);
-  const int64_t B = V.size(0), F = V.size(1), E = V.size(2), P = F * (F - 1) / 2;
+  const int64_t B = V.size(0), F = V.size(1), E = V.size(2), A = W.size(0), P = F * (F - 1) / 2;
   at::Tensor weights = at::empty({B, P}, V.options());
   at::Tensor out = at::empty({weights_only ? 0 : B, E}, V.options());
   AT_DISPATCH_FLOATING_TYPES(V.scalar_type(), "afm_forward", [&] {
@@ -223,7 +276,9 @@ std::vector<at::Tensor> afm_forward(at::Tensor V, at::Tensor W, at::Tensor b, at
       constexpr int L = 64 / sizeof(scalar_t);
       const scalar_t* v = V.data_ptr<scalar_t>();
       const scalar_t* m = mask.numel() ? mask.data_ptr<scalar_t>() : nullptr;
-      for_ranges((B + L - 1) / L, [&](int64_t, int64_t begin, int64_t end) {
+      // per block: the pairs' q, z and score rows, then pooling; plus moving the block in and out
+      const int64_t rows = P * (A + 2) * E + 2 * F * E + 2 * P;
+      at::parallel_for(0, ceil_div(B, L), blocks_per_task(rows), [&](int64_t begin, int64_t end) {
         Rows<scalar_t> vb(F * E), wb(P), mb(m ? P : 0), ob(E);
         for (int64_t blk = begin; blk < end; ++blk) {
           const int64_t s0 = blk * L;
@@ -257,30 +312,38 @@ std::vector<at::Tensor> afm_backward(at::Tensor V, at::Tensor W, at::Tensor b, a
       constexpr int L = 64 / sizeof(scalar_t);
       const scalar_t* v = V.data_ptr<scalar_t>();
       const scalar_t* m = mask.numel() ? mask.data_ptr<scalar_t>() : nullptr;
-      // One partial sum per thread, added in thread order afterwards: the same inputs and thread
-      // count give the same bits.
-      std::vector<Rows<scalar_t>> dW(at::get_num_threads(), Rows<scalar_t>(A * E)),
-          db(at::get_num_threads(), Rows<scalar_t>(A));
-      const int64_t threads = for_ranges((B + L - 1) / L, [&](int64_t t, int64_t begin, int64_t end) {
-        Rows<scalar_t> vb(F * E), wb(P), mb(m ? P : 0), gb(E), dvb(F * E), da(P);
-        for (int64_t blk = begin; blk < end; ++blk) {
-          const int64_t s0 = blk * L;
-          to_lanes<scalar_t, L>(v, B, F * E, s0, vb);
-          to_lanes<scalar_t, L>(weights.data_ptr<scalar_t>(), B, P, s0, wb);
-          to_lanes<scalar_t, L>(g.data_ptr<scalar_t>(), B, E, s0, gb);   // zero past B: no gradient there
-          if (m) to_lanes<scalar_t, L>(m, B, P, s0, mb);
-          block.backward(vb.data(), wb.data(), m ? mb.data() : nullptr, gb.data(), dvb.data(), da.data(),
-                         dW[t].data(), db[t].data());
-          from_lanes<scalar_t, L>(dvb, B, F * E, s0, dV.data_ptr<scalar_t>());
+      const int64_t blocks = ceil_div(B, L);
+      // per block: the pairs' q, z (recomputed), dW, dq and dv rows; plus moving the block in and out
+      const int64_t rows = P * (3 * A + 4) * E + 4 * F * E + 3 * P;
+      const int64_t per_chunk = std::max({blocks_per_task(rows), ceil_div(kChunkWork * (A * E + A), rows),
+                                          ceil_div(blocks, kMaxChunks)});
+      const int64_t chunks = ceil_div(blocks, per_chunk);
+      // chunk c's sums over its samples: partial_w[c] (A * E), partial_b[c] (A)
+      std::vector<scalar_t> partial_w(chunks * A * E), partial_b(chunks * A);
+      at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+        Rows<scalar_t> vb(F * E), wb(P), mb(m ? P : 0), gb(E), dvb(F * E), da(P), dW(A * E), db(A);
+        for (int64_t c = first; c < last; ++c) {
+          std::fill(dW.begin(), dW.end(), Lanes<scalar_t>{});
+          std::fill(db.begin(), db.end(), Lanes<scalar_t>{});
+          for (int64_t blk = c * per_chunk; blk < std::min(blocks, (c + 1) * per_chunk); ++blk) {
+            const int64_t s0 = blk * L;
+            to_lanes<scalar_t, L>(v, B, F * E, s0, vb);
+            to_lanes<scalar_t, L>(weights.data_ptr<scalar_t>(), B, P, s0, wb);
+            to_lanes<scalar_t, L>(g.data_ptr<scalar_t>(), B, E, s0, gb);   // zero past B: no gradient there
+            if (m) to_lanes<scalar_t, L>(m, B, P, s0, mb);
+            block.backward(vb.data(), wb.data(), m ? mb.data() : nullptr, gb.data(), dvb.data(), da.data(),
+                           dW.data(), db.data());
+            from_lanes<scalar_t, L>(dvb, B, F * E, s0, dV.data_ptr<scalar_t>());
+          }
+          lane_sums<scalar_t>(dW.data(), A * E, partial_w.data() + c * A * E);
+          lane_sums<scalar_t>(db.data(), A, partial_b.data() + c * A);
         }
       });
       scalar_t* total_w = dW_h.data_ptr<scalar_t>();
       scalar_t* total_b = db_h.data_ptr<scalar_t>();
-      for (int64_t t = 0; t < threads; ++t) {
-        for (int64_t k = 0; k < A * E; ++k)
-          for (int l = 0; l < L; ++l) total_w[k] += dW[t][k][l];
-        for (int64_t a = 0; a < A; ++a)
-          for (int l = 0; l < L; ++l) total_b[a] += db[t][a][l];
+      for (int64_t c = 0; c < chunks; ++c) {   // chunks in order
+        for (int64_t k = 0; k < A * E; ++k) total_w[k] += partial_w[c * A * E + k];
+        for (int64_t a = 0; a < A; ++a) total_b[a] += partial_b[c * A + a];
       }
     });
   });

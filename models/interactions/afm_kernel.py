@@ -13,7 +13,9 @@ computed is still `attention_pooling_reference` in reference.py.
 
 The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16) is compiled for this machine's
 vector units by torch.utils.cpp_extension on first use (20-60 s, then cached under
-$CTRBENCH_BUILD_DIR or torch's extension folder, keyed by CPU model and flags) and runs on torch's intra-op thread count. Off the CPU,
+$CTRBENCH_BUILD_DIR or torch's extension folder, keyed by CPU model and feature flags and by a digest of the
+source and the compiler flags) and runs on torch's intra-op thread pool (at::parallel_for: as many threads
+as torch.set_num_threads says, no threads of its own; the same bits at any thread count). Off the CPU,
 for other sizes or dtypes, or where it cannot be built (no C++ compiler), it runs `afm_fused`
 instead (saying why, once, when the build failed), so a model built with it trains anywhere.
 """
@@ -65,28 +67,47 @@ def machine_key() -> str:
     return f"{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
 
 
+def openmp_flags() -> list[str]:
+    """["-fopenmp"] where torch's intra-op pool is OpenMP's (its Linux builds): the kernel's
+    at::parallel_for is then a header template whose `omp parallel` is compiled into the extension, and
+    without the flag every call would run on the calling thread alone. Compile only, not link: the
+    kernel's OpenMP calls then resolve, when it is loaded, to the runtime torch itself loaded (through
+    libtorch_cpu), never to a second copy with a pool and thread count of its own."""
+    return ["-fopenmp"] if torch.backends.openmp.is_available() else []
+
+
 @functools.lru_cache(maxsize=None)
 def _build():
-    """(extension module, None) or (None, why it could not be built)."""
+    """(extension module, None) or (None, why it could not be built). The module's `parallel` says
+    whether it was built for torch's OpenMP pool; where a compiler refuses -fopenmp, a build without it
+    (correct, but serial) is taken rather than none."""
     try:
         from torch.utils.cpp_extension import load
         if shutil.which("ninja") is None:          # torch's builder runs `ninja`; the pip package has one
             import ninja
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
-        # -march=native: the build is for this machine's vector units; the name keeps the builds for
-        # different ones (a shared home folder) apart.
-        name = f"ctrbench_afm_kernel_{machine_key()}_{digest}"
-        directory = build_dir() / name
-        directory.mkdir(parents=True, exist_ok=True)
-        if not (directory / f"{name}.so").exists():
-            print(f"ctrbench: compiling the afm_kernel CPU extension into {directory} (once; 20-60 s)...",
-                  file=sys.stderr, flush=True)
-        module = load(name=name, sources=[str(SOURCE)], build_directory=str(directory),
-                      extra_cflags=["-O3", "-march=native"], verbose=False)
-        return module, None
     except Exception as error:  # noqa: BLE001 - any build failure means "run afm_fused instead"
         return None, f"{type(error).__name__}: {str(error).strip()[-2000:]}"
+    failure = None
+    for parallel in ([True, False] if openmp_flags() else [False]):
+        # -march=native: the build is for this machine's vector units; the name keeps the builds for
+        # different ones (a shared home folder) apart, and those of other sources or flags.
+        flags = ["-O3", "-march=native", *(openmp_flags() if parallel else [])]
+        digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+        name = f"ctrbench_afm_kernel_{machine_key()}_{digest}"
+        try:
+            directory = build_dir() / name
+            directory.mkdir(parents=True, exist_ok=True)
+            if not (directory / f"{name}.so").exists():
+                print(f"ctrbench: compiling the afm_kernel CPU extension into {directory} (once; 20-60 s)...",
+                      file=sys.stderr, flush=True)
+            module = load(name=name, sources=[str(SOURCE)], build_directory=str(directory),
+                          extra_cflags=flags, verbose=False)
+            module.parallel = parallel
+            return module, None
+        except Exception as error:  # noqa: BLE001 - any build failure means "run afm_fused instead"
+            failure = failure or f"{type(error).__name__}: {str(error).strip()[-2000:]}"
+    return None, failure
 
 
 def kernel_status() -> tuple[bool, str]:
