@@ -111,27 +111,6 @@ def test_kernel_is_built_where_a_compiler_is_present():
     assert built, why
 
 
-def _kernel_run(threads, emb, attention, grad_out):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _value_and_grads(interaction_entry("afm_kernel").builder(emb.shape[1]), emb, attention, grad_out, 9)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def test_kernel_same_bits_for_same_threads_and_thread_count_only_reorders_sums():
-    if not kernel_status()[0]:
-        pytest.skip("afm_kernel not built: " + kernel_status()[1])
-    _, attention, emb = _setup("afm_kernel", 20, 16, torch.float32, p=0.2, train=True, B=200, A=16)
-    grad_out = torch.randn(200, 16)
-    first, again, single = (_kernel_run(t, emb, attention, grad_out) for t in (2, 2, 1))
-    assert torch.equal(first[0], again[0]) and all(torch.equal(a, b) for a, b in zip(first[1], again[1]))
-    _close(single[0], first[0], 1e-6)
-    for a, b in zip(single[1], first[1]):
-        _close(a, b, 1e-5)
-
-
 def test_kernel_falls_back_to_afm_fused_with_a_warning_when_it_cannot_be_built(monkeypatch):
     monkeypatch.setattr(afm_kernel, "_build", lambda: (None, "RuntimeError: no compiler"))
     monkeypatch.setattr(afm_kernel.KernelAttentionPooling, "_warned", False)
