@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from ctrbench.training.environment import cpu_model
+from ctrbench.cpu import cpu_model, feature_flags, processors
 from ctrbench.files import write_text_atomic
 
 REFERENCE = "triu_index"
@@ -128,21 +128,12 @@ def save_baseline(baseline: dict, path: Path = BASELINE) -> Path:
 
 # --- the machine and the code a baseline was measured on ---------------------------------------------
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields from /proc/cpuinfo (empty off Linux)."""
-    try:
-        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in block.splitlines())}
-
-
 def machine() -> dict:
     """What a baseline's time ratios depend on besides the code, and its signature (a hash of the rest).
     The CPU is named by vendor, family, model and stepping as well as flags: a virtual machine may call
     two generations by one name ("AMD EPYC")."""
-    info = _cpuinfo()
-    flags = " ".join(sorted((info.get("flags") or info.get("Features") or "").split()))
+    info = (processors() or ({},))[0]
+    flags = feature_flags(info)
     identity = {
         "cpu": cpu_model(),
         "cpu_id": " ".join(info.get(field, "?") for field in ("vendor_id", "cpu family", "model", "stepping")),

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from ctrbench.cpu import cpu_model
 
 
 def git_commit() -> str | None:

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
+from ctrbench.cpu import distinct_cores
+
 from ..registry import ATTENTION_POOLED, register_interaction
 from .afm_fused import FusedAttentionPooling, dropout_mask, parameter_grads
 
@@ -55,15 +57,7 @@ def machine_key() -> str:
     """Tells apart CPUs that one `-march=native` build does not serve alike: torch's capability name
     (avx2, avx512) plus a digest of the CPU model and its feature flags, so a home folder shared by
     two CPU models never loads the other's build."""
-    described = ""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            lines = [line for line in cpuinfo if line.startswith(("model name", "flags", "Features", "CPU part"))]
-        described = "".join(sorted(set(lines)))
-    except OSError:
-        import platform
-        described = platform.processor() + platform.machine()
-    digest = hashlib.sha256(described.encode()).hexdigest()[:8]
+    digest = hashlib.sha256("\n".join(distinct_cores()).encode()).hexdigest()[:8]
     return f"{torch.backends.cpu.get_cpu_capability().lower()}_{digest}"
 
 
