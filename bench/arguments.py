@@ -56,3 +56,13 @@ def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
                         help="where records, reports and the leaderboard go (default results/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_regularizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """--embedding-regularizer, --net-regularizer: the protocol's L2 terms (ctrbench.training.regularizers)."""
+    parser.add_argument("--embedding-regularizer", type=float, default=0.0, metavar="LAMBDA",
+                        help="L2 (λ/2·Σ||w||²) on the embedding rows each batch uses, FuxiCTR's "
+                             "embedding_regularizer (default 0: off)")
+    parser.add_argument("--net-regularizer", type=float, default=0.0, metavar="LAMBDA",
+                        help="L2 (λ/2·Σ||p||²) on every parameter that is not an embedding table, FuxiCTR's "
+                             "net_regularizer (default 0: off)")

@@ -1,4 +1,4 @@
-"""Command line: `ctrbench run | leaderboard | list | attention | gate | gate-baseline | download` (also `python -m ctrbench ...`)."""
+"""Command line: `ctrbench run | tune | leaderboard | list | attention | gate | gate-baseline | download` (also `python -m ctrbench ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +14,14 @@ from ctrbench.models import list_interactions, list_models, model_entry
 
 from ctrbench.training.distributed import Distributed, launched_by_torchrun, report_failure
 from . import gate
-from .arguments import add_data_arguments, add_machine_arguments, comma_list, key_value, seed_list
+from .arguments import (add_data_arguments, add_machine_arguments, add_regularizer_arguments, comma_list, key_value,
+                        seed_list)
 from ctrbench.attention.analysis import add_attention_parser
+from ctrbench.tuning.command import add_tune_parser
 from ctrbench.report.leaderboard import write_leaderboard
 from ctrbench.training.protocol import run_grid
-from ctrbench.training.train import TrainConfig
+from ctrbench.training.embedding_updates import list_embedding_updates
+from ctrbench.training.train import PRESETS, TrainConfig, preset_config
 
 DEFAULT_RESULTS = Path("results")
 
@@ -40,18 +43,34 @@ def add_run_parser(commands) -> None:
     parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE", dest="hparams",
                         help="model hyper-parameter, e.g. attn_dim=32 or hidden=[64,32] (repeatable)")
     defaults = TrainConfig()
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help=f"training batch (default {defaults.batch_size}; a GPU wants 4096-65536)")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam's learning rate (default {defaults.lr:g})")
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+                        help="training settings: 'quick' (default; the main job's) or 'article' (the article's "
+                             "protocol); the four flags below override its values")
+
+    def by_preset(name: str, fmt: str = "") -> str:
+        return ", ".join(f"{preset} {getattr(preset_config(preset), name):{fmt}}" for preset in PRESETS)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"training batch (default by preset: {by_preset('batch_size')}; a GPU wants 4096-65536)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"Adam's learning rate (default by preset: {by_preset('lr', 'g')})")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
                         help=f"Adam's L2 weight decay on every parameter (default {defaults.weight_decay:g})")
-    parser.add_argument("--max-epochs", type=int, default=defaults.max_epochs,
+    parser.add_argument("--max-epochs", type=int, default=None,
                         help=f"upper bound on epochs when early stopping does not end a run first "
-                             f"(default {defaults.max_epochs})")
-    parser.add_argument("--patience", type=int, default=defaults.patience,
-                        help="epochs without validation-AUC gain before stopping (default 10, as the article)")
+                             f"(default by preset: {by_preset('max_epochs')})")
+    parser.add_argument("--patience", type=int, default=None,
+                        help=f"epochs without validation-AUC gain before stopping (default by preset: "
+                             f"{by_preset('patience')})")
     parser.add_argument("--plateau-lr-factor", type=float, default=None,
                         help="multiply the lr by this on each epoch without gain (BARS: 0.1 with --patience 2)")
+    parser.add_argument("--embedding-optimizer", default=defaults.embedding_optimizer,
+                        choices=list_embedding_updates(), metavar="NAME",
+                        help=f"how the embedding tables are updated: {', '.join(list_embedding_updates())} "
+                             f"(default {defaults.embedding_optimizer}: one dense Adam over every parameter; the "
+                             "others give the tables sparse gradients and the dense layers their own Adam)")
+    parser.add_argument("--embedding-lr", type=float, default=None,
+                        help="the embedding tables' learning rate (default: --lr)")
+    add_regularizer_arguments(parser)
     add_machine_arguments(parser)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each model for training and evaluation (its own cell in the records; "
@@ -69,9 +88,11 @@ def command_run(args) -> int:
     if args.embed_dim is not None:
         hparams["embed_dim"] = args.embed_dim
     interactions = args.interactions if args.interactions in ("all", "default") else comma_list(args.interactions)
-    config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, patience=args.patience,
-                         plateau_lr_factor=args.plateau_lr_factor)
+    config = preset_config(args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
+                           weight_decay=args.weight_decay, patience=args.patience,
+                         plateau_lr_factor=args.plateau_lr_factor, embedding_optimizer=args.embedding_optimizer,
+                         embedding_lr=args.embedding_lr, embedding_regularizer=args.embedding_regularizer,
+                         net_regularizer=args.net_regularizer)
     # Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) every rank trains each run with DDP and
     # only rank 0 prints, writes records and the leaderboard; see ctrbench.training.distributed.
     cluster = Distributed.start(args.device, args.dist_timeout) if launched_by_torchrun() else None
@@ -215,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the Python traceback instead of one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_run_parser, add_leaderboard_parser, add_list_parser, add_attention_parser,
+    for add in (add_run_parser, add_tune_parser, add_leaderboard_parser, add_list_parser, add_attention_parser,
                 add_gate_parser, add_gate_baseline_parser, add_download_parser):
         add(commands)
     return parser

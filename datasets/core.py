@@ -114,8 +114,11 @@ class FieldCodebook:
 class Dataset:
     """A loaded dataset.
 
-    X: int64 (N, F) global feature ids; y: float32 (N,) 0/1 labels; splits: int64 row indices per
-    split name. X may be a read-only-backed memory map for large cached sets (copy-on-write).
+    X: (N, F) global feature ids in `id_dtype(vocab_size)` (int32 for every real set); y: float32 (N,)
+    0/1 labels; splits: int64 row indices per split name (sorted). For the delimited sets (criteo,
+    avazu, movielens, csv) X and y are read-only memory maps of the preprocessed cache (np.memmap),
+    so loading costs no RAM; `view(name)` reads a split by index without copying it, `split(name)`
+    copies it into memory.
     """
 
     name: str
@@ -146,11 +149,15 @@ class Dataset:
         return len(self.field_names)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(X_part (n, F) int64, y_part (n,) float32) of split `name`, as in-memory copies."""
+        """(X_part (n, F), y_part (n,) float32) of split `name`, as in-memory copies (X keeps its id
+        dtype). For a set larger than RAM use `view(name)`, which copies nothing."""
+        return self.view(name).materialize()
+
+    def view(self, name: str) -> "SplitView":
+        """Split `name` by index over X and y (memory maps stay memory maps): nothing is copied."""
         if name not in self.splits:
             raise KeyError(f"unknown split {name!r}; have {sorted(self.splits)}")
-        index = self.splits[name]
-        return np.asarray(self.X[index]), np.asarray(self.y[index])
+        return SplitView(self.X, self.y, self.splits[name])
 
     def describe_feature(self, feature_id: int) -> tuple[str, str]:
         """(field name, raw value or bucket label) of a global feature id."""
@@ -165,6 +172,44 @@ class Dataset:
         sizes = {k: len(v) for k, v in self.splits.items()}
         return (f"Dataset({self.name!r}, rows={len(self.y)}, fields={self.num_fields}, "
                 f"vocab={self.vocab_size}, positive_rate={positives:.3f}, splits={sizes})")
+
+
+@dataclass(frozen=True)
+class SplitView:
+    """Rows `index` (sorted, int64) of X (N, F) and y (N,), which may be memory maps: a split by
+    index, not a copy. `ctrbench.datasets.batching.block_batches` reads shuffled batches from it with
+    bounded memory; `materialize()` copies it into RAM."""
+
+    X: np.ndarray
+    y: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def num_fields(self) -> int:
+        return int(self.X.shape[1])
+
+    def materialize(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X rows, y rows) as in-memory arrays (one gather; for sets that fit in RAM)."""
+        return np.asarray(self.X[self.index]), np.asarray(self.y[self.index])
+
+    def head(self, rows: int) -> "SplitView":
+        """The first `rows` rows of the split (in index order), still by index: e.g. a warm-up's share."""
+        return SplitView(self.X, self.y, self.index[:rows])
+
+    def labels(self) -> np.ndarray:
+        """y of the split's rows, in memory (n float32: small beside X)."""
+        return np.asarray(self.y[self.index])
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest integer type that torch's embedding lookups take directly and that holds every
+    global id below `vocab_size`: int32 up to 2**31 - 1 ids (every real set), else int64. (int16
+    would hold small sets but nn.Embedding takes int32/int64 indices only, so each batch would need
+    a conversion.)"""
+    return np.dtype(np.int32) if int(vocab_size) <= np.iinfo(np.int32).max else np.dtype(np.int64)
 
 
 def make_splits(rows: int, seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:

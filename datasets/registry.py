@@ -5,8 +5,8 @@ import csv
 from pathlib import Path
 from typing import Callable
 
-from .core import (Dataset, DatasetNotFoundError, DatasetOptionError, data_dir_candidates, missing_files_error,
-                   resolve_data_dir)
+from .core import (Dataset, DatasetNotFoundError, DatasetOptionError, data_dir_candidates, id_dtype,
+                   missing_files_error, resolve_data_dir)
 from .libfm import load_frappe
 from .purchase import load_purchase
 from .tabular import Encoding, TableSpec, avazu_spec, criteo_spec, first_line, load_table, movielens_spec
@@ -108,7 +108,9 @@ def list_datasets() -> list[str]:
 
 
 def load(name: str, data_dir=None, seed: int = 0, **options) -> Dataset:
-    """Load dataset `name`; `seed` fixes generation (purchase) and the 8:1:1 split. Options per dataset:
+    """Load dataset `name`; `seed` fixes generation (purchase) and the 8:1:1 split. X holds ids in
+    `id_dtype(vocab_size)` (int32 for every real set); criteo/avazu/movielens/csv X and y are read-only
+    memory maps of the preprocessed cache. Options per dataset:
 
     purchase:  rows=100_000, hot_spot=True (bool or share of positives), signal=1.0, positive_rate=1/3,
                planted=[(i, j, strength), ...], n_users=20_000, n_items=5_000, main_scale=0.26
@@ -121,10 +123,14 @@ def load(name: str, data_dir=None, seed: int = 0, **options) -> Dataset:
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
     try:
-        return LOADERS[name](data_dir=data_dir, seed=seed, **options)
+        dataset = LOADERS[name](data_dir=data_dir, seed=seed, **options)
     except DatasetNotFoundError as error:
         # A loader looks in the one folder chosen for it; say every place that was searched.
         if ((name in CANDIDATE_FILES or name == "frappe") and "file" not in options
                 and [origin for _, origin in error.searched] == ["explicit"]):
             error.searched = [(folder / name, origin) for folder, origin in data_dir_candidates(data_dir)]
         raise
+    narrow = id_dtype(dataset.vocab_size)
+    if dataset.X.dtype != narrow:       # the in-memory sets (purchase, frappe); the cached ones are written narrow
+        dataset.X = dataset.X.astype(narrow)
+    return dataset

@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .core import (BadInputError, Dataset, FieldCodebook, field_offsets, make_splits, missing_files_error, resolve_cache_dir)
+from .core import (BadInputError, Dataset, FieldCodebook, field_offsets, id_dtype, make_splits, missing_files_error,
+                   resolve_cache_dir)
 from .npyio import NpyAppender, iter_sized_blocks, read_header
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2                                   # 2: X in id_dtype (int32), meta records dtype
 SMALL_MIN, SMALL_MAX = -8, 2
 SMALL_BUCKETS = SMALL_MAX - SMALL_MIN + 1          # 11
 LOG_BUCKETS = 400                                  # floor(ln(v)^2) < 400  <=>  v < e^20 ~ 4.9e8
@@ -151,17 +152,45 @@ def hash_strings(column: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # Reading, with bad-line policy.
 
-def _find_first_bad_line(path: Path, spec: TableSpec, has_header: bool, expected_columns: int
-                         ) -> tuple[int, str] | None:
-    """Slow line-by-line check, run only after the fast reader failed: (line, problem) of the first bad line."""
-    return next(iter(_bad_lines(path, spec, has_header, expected_columns)), None)
+def _find_first_bad_line(path: Path, spec: TableSpec, has_header: bool, expected_columns: int,
+                         start_line: int = 1) -> tuple[int, str] | None:
+    """Slow line-by-line check, run only after the fast reader failed: (line, problem) of the first bad
+    line at or after `start_line` (the lines before it are skipped by counting newlines, at disk speed)."""
+    return next(iter(_bad_lines(path, spec, has_header, expected_columns, start_line)), None)
 
 
-def _bad_lines(path: Path, spec: TableSpec, has_header: bool, expected_columns: int):
-    """Yield (1-based line, problem) for every line the fast reader would reject."""
+def _skip_lines(stream, count: int, chunk: int = 1 << 22) -> int:
+    """Move `stream` (a seekable binary file) past `count` more lines; returns how many it passed."""
+    passed = 0
+    while passed < count:
+        data = stream.read(chunk)
+        if not data:
+            break
+        newlines = data.count(b"\n")
+        if passed + newlines < count:
+            passed += newlines
+            continue
+        position = int(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)[count - passed - 1])
+        stream.seek(position + 1 - len(data), 1)
+        passed = count
+    return passed
+
+
+def _bad_lines(path: Path, spec: TableSpec, has_header: bool, expected_columns: int, start_line: int = 1):
+    """Yield (1-based line, problem) for every line at or after `start_line` the fast reader would reject."""
     names = None
     with _open_lines(path) as stream:
-        for number, raw in enumerate(stream, start=1):
+        first = 1
+        if start_line > 1:
+            if has_header:
+                header = stream.readline()
+                names = next(csv.reader([header.decode("utf-8", errors="replace").rstrip("\r\n")],
+                                        delimiter=spec.delimiter))
+                first = 2
+            else:
+                names = spec.column_names
+            first += _skip_lines(stream, start_line - first)
+        for number, raw in enumerate(stream, start=first):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -175,6 +204,8 @@ def _bad_lines(path: Path, spec: TableSpec, has_header: bool, expected_columns: 
                 names = cells if has_header else spec.column_names
                 if has_header:
                     continue
+            elif has_header and number == 1:
+                continue
             if len(cells) != expected_columns:
                 truncated = " (truncated last line?)" if not raw.endswith(b"\n") else ""
                 yield number, f"expected {expected_columns} columns, got {len(cells)}{truncated}"
@@ -248,6 +279,7 @@ class TableReader:
         self.skipped = 0
         self.has_header = spec.column_names is None
         self.expected_columns = None
+        self.rows_passed = 0        # rows of the blocks already yielded, bad ones included
 
     def _open(self, source: Path):
         skip = self.encoding.on_bad_lines == "skip"
@@ -260,7 +292,10 @@ class TableReader:
 
         spec = self.spec
         wanted = [spec.label, *spec.numeric, *spec.categorical]
-        types = {spec.label: pa.float64(), **{c: pa.float64() for c in spec.numeric},
+        # "skip" reads the numbers as text and converts them per block (_numbers), so a value that is
+        # not a number drops its row there instead of failing the whole read: the same speed.
+        number = pa.string() if skip else pa.float64()
+        types = {spec.label: number, **{c: number for c in spec.numeric},
                  **{c: pa.string() for c in spec.categorical}}
         read = pcsv.ReadOptions(column_names=spec.column_names, block_size=self.encoding.block_size)
         parse = pcsv.ParseOptions(delimiter=spec.delimiter, invalid_row_handler=on_invalid_row)
@@ -279,15 +314,22 @@ class TableReader:
         """Yield (y float32 (n,), RecordBatch of the feature columns) per block.
 
         Errors from the fast reader carry no line number, so with on_bad_lines="error" a slow line scan
-        finds the first bad line; with "skip" a conversion error propagates (pa.ArrowInvalid) and the
-        caller reads a cleaned copy instead."""
+        finds the first bad line, starting at the first line of the block that failed (every earlier
+        line is skipped by counting newlines). With "skip", rows with too many or too few columns,
+        a label or a number that does not parse are dropped and counted block by block; any other
+        error (bytes that are not UTF-8) propagates as pa.ArrowInvalid and the caller reads a cleaned
+        copy instead."""
         self.expected_columns = self._count_columns()
         try:
             yield from self._blocks_from(self.path)
         except pa.ArrowInvalid as error:
             if self.encoding.on_bad_lines == "skip":
                 raise
-            found = _find_first_bad_line(self.path, self.spec, self.has_header, self.expected_columns)
+            # Lines >= rows: blank lines and quoted line breaks only push the bad line further down.
+            start = self.rows_passed + int(self.has_header) + 1
+            found = _find_first_bad_line(self.path, self.spec, self.has_header, self.expected_columns, start)
+            if found is None and start > 1:
+                found = _find_first_bad_line(self.path, self.spec, self.has_header, self.expected_columns)
             if found:
                 raise BadInputError(self.path, *found) from None
             raise BadInputError(self.path, None, f"could not be parsed: {error}") from None
@@ -299,15 +341,58 @@ class TableReader:
             if "Empty CSV file" in str(error) or "empty" in str(error).lower():
                 raise BadInputError(self.path, None, "empty file: no rows") from None
             raise
+        skip = self.encoding.on_bad_lines == "skip"
         for batch in reader:
-            labels = batch.column(self.spec.label).to_numpy(zero_copy_only=False)
-            y, valid = _labels_to_binary(labels, self.spec)
+            if skip:
+                batch, labels, valid = _numbers(batch, self.spec)
+            else:
+                labels = batch.column(self.spec.label).to_numpy(zero_copy_only=False)
+            y, valid_labels = _labels_to_binary(labels, self.spec)
+            valid = valid_labels if not skip else valid & valid_labels
             if not valid.all():
-                if self.encoding.on_bad_lines == "error":
+                if not skip:
                     raise pa.ArrowInvalid("bad label")   # located by the line scanner
                 self.skipped += int((~valid).sum())
                 batch, y = batch.filter(pa.array(valid)), y[valid]
+            self.rows_passed += len(valid)
             yield y, batch
+
+
+_PLAIN_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def _to_float(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A text column -> (float64 column, per-row bool: parsed or missing). Vectorised; only a column
+    holding a value that does not parse is converted value by value (one block, at most)."""
+    try:
+        return pc.cast(column, pa.float64()), np.ones(len(column), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+    plain = pc.fill_null(pc.match_substring_regex(column, _PLAIN_NUMBER), True).to_numpy(zero_copy_only=False)
+    ok = plain.copy()
+    for i in np.flatnonzero(~plain):
+        try:
+            pc.cast(column.slice(int(i), 1), pa.float64())
+            ok[i] = True
+        except pa.ArrowInvalid:
+            pass
+    cleaned = pc.if_else(pa.array(ok), column, pa.scalar(None, pa.string()))
+    return pc.cast(cleaned, pa.float64()), ok
+
+
+def _numbers(batch: pa.RecordBatch, spec: TableSpec) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+    """Skip mode: the label and numeric columns arrive as text; convert them to float64. Returns the
+    batch with converted columns, the labels (float64 NumPy, NaN missing) and the rows where every
+    number parsed."""
+    valid = np.ones(batch.num_rows, dtype=bool)
+    columns, names = [], batch.schema.names
+    for name, column in zip(names, batch.columns):
+        if name == spec.label or name in spec.numeric:
+            column, ok = _to_float(column)
+            valid &= ok
+        columns.append(column)
+    batch = pa.record_batch(columns, names=names)
+    return batch, batch.column(spec.label).to_numpy(zero_copy_only=False), valid
 
 
 def _clean_copy(path: Path, spec: TableSpec, has_header: bool, expected_columns: int, target: Path) -> int:
@@ -330,11 +415,12 @@ def _categorical_column(batch: pa.RecordBatch, spec: TableSpec, name: str) -> pa
     return column
 
 
-def _encode_block(batch: pa.RecordBatch, spec: TableSpec, encoding: Encoding, offsets: np.ndarray) -> np.ndarray:
-    """Hash mode: (n, F) int64 block of final global ids (numeric buckets, then hash buckets)."""
+def _encode_block(batch: pa.RecordBatch, spec: TableSpec, encoding: Encoding, offsets: np.ndarray,
+                  dtype=np.int64) -> np.ndarray:
+    """Hash mode: (n, F) block of final global ids (numeric buckets, then hash buckets) in `dtype`."""
     n = batch.num_rows
     numeric_fields = len(spec.numeric)
-    out = np.empty((n, numeric_fields + len(spec.categorical)), dtype=np.int64)
+    out = np.empty((n, numeric_fields + len(spec.categorical)), dtype=dtype)
     for f, name in enumerate(spec.numeric):
         out[:, f] = numeric_local_ids(batch.column(name).to_numpy(zero_copy_only=False)) + offsets[f]
     buckets = np.uint64(encoding.hash_buckets)
@@ -432,19 +518,19 @@ def _vocabulary(distinct: np.ndarray, counts: np.ndarray, min_count: int) -> tup
 
 
 def _map_blocks(codes: Path, hashes: Path, strings: Path, log: _BlockLog, vocabularies, offsets: np.ndarray,
-                numeric_fields: int, x_path: Path) -> list[list[str]]:
-    """Write x_path (int64 global ids) from the pass-1 codes; return per categorical field the names of
+                numeric_fields: int, x_path: Path, dtype=np.int64) -> list[list[str]]:
+    """Write x_path (global ids in id_dtype of the vocabulary) from the pass-1 codes; return per categorical field the names of
     its local ids (0 missing, 1 OOV, then the kept values' raw strings, first occurrence in the file)."""
     named = [np.zeros(len(h), dtype=bool) for h, _ in vocabularies]
     found_names: list[list[tuple[np.ndarray, pa.Array]]] = [[] for _ in vocabularies]
     F = numeric_fields + len(vocabularies)
-    with NpyAppender(x_path, np.int64, (F,)) as x_out, pa.memory_map(str(strings)) as source:
+    with NpyAppender(x_path, dtype, (F,)) as x_out, pa.memory_map(str(strings)) as source:
         names_reader = pa.ipc.open_stream(source)
         for block, block_hashes, distinct in zip(iter_sized_blocks(codes, log.rows),
                                                  iter_sized_blocks(hashes, [d.sum() for d in log.distinct]),
                                                  log.distinct):
             block_strings = names_reader.read_next_batch().column(0)
-            out = np.empty(block.shape, dtype=np.int64)
+            out = np.empty(block.shape, dtype=dtype)
             np.add(block[:, :numeric_fields], offsets[:numeric_fields], out=out[:, :numeric_fields])
             bounds = np.concatenate([[0], np.cumsum(distinct)])
             for k, (kept, local) in enumerate(vocabularies):
@@ -521,7 +607,7 @@ def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folde
         field_dims += [2 + len(h) for h, _ in vocabularies]
         offsets = field_offsets(field_dims)
         names = _map_blocks(work["codes"], work["hashes"], work["strings"], log, vocabularies, offsets,
-                            numeric_fields, folder / "X.npy")
+                            numeric_fields, folder / "X.npy", id_dtype(sum(field_dims)))
         for file in work.values():
             file.unlink()
         codebooks += [FieldCodebook(field_names) for field_names in names]
@@ -536,10 +622,13 @@ def preprocess(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folde
     return meta
 
 
+def _hash_field_dims(spec: TableSpec, encoding: Encoding) -> list[int]:
+    return [NUMERIC_DIM] * len(spec.numeric) + [1 + encoding.hash_buckets] * len(spec.categorical)
+
+
 def _field_offsets(spec: TableSpec, encoding: Encoding) -> np.ndarray:
     """Global id offsets in hash mode, where every field's size is known before reading."""
-    dims = [NUMERIC_DIM] * len(spec.numeric) + [1 + encoding.hash_buckets] * len(spec.categorical)
-    return field_offsets(dims)
+    return field_offsets(_hash_field_dims(spec, encoding))
 
 
 def _first_pass(reader: TableReader, spec: TableSpec, encoding: Encoding, x_path: Path, y_path: Path,
@@ -549,9 +638,10 @@ def _first_pass(reader: TableReader, spec: TableSpec, encoding: Encoding, x_path
     F = len(spec.numeric) + len(spec.categorical)
     if encoding.categorical != "vocab":
         offsets = _field_offsets(spec, encoding)
-        with NpyAppender(x_path, np.int64, (F,)) as x_out, NpyAppender(y_path, np.float32) as y_out:
+        dtype = id_dtype(sum(_hash_field_dims(spec, encoding)))
+        with NpyAppender(x_path, dtype, (F,)) as x_out, NpyAppender(y_path, np.float32) as y_out:
             for y, batch in reader.blocks():
-                x_out.append(_encode_block(batch, spec, encoding, offsets))
+                x_out.append(_encode_block(batch, spec, encoding, offsets, dtype))
                 y_out.append(y)
         return None
     log = _BlockLog()
@@ -585,25 +675,88 @@ def load_table(path: Path, spec: TableSpec, seed: int, encoding: Encoding, cache
     keyed = dict(options, seed=seed if encoding.categorical == "vocab" else None)   # hash ids ignore the split
     keyed.pop("block_size")
     folder = resolve_cache_dir(cache_dir) / f"{spec.name}-{source_key([path], spec, keyed)}"
-    hit = use_cache and (folder / "meta.json").is_file()
+    hit = use_cache and cache_complete(folder)
     if not hit:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        building = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-        shutil.rmtree(building, ignore_errors=True)
-        building.mkdir()
-        try:
-            preprocess(path, spec, encoding, seed, building)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(building, folder)       # atomic: readers see all files or none
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
+        _build_cache(path, spec, encoding, seed, folder)
     meta = json.loads((folder / "meta.json").read_text())
-    X = np.load(folder / "X.npy", mmap_mode="c")   # copy-on-write map: never changes the cache
-    y = np.load(folder / "y.npy")
+    X = np.load(folder / "X.npy", mmap_mode="r")   # read-only maps: no RAM until read, never changes the cache
+    y = np.load(folder / "y.npy", mmap_mode="r")
     stats = dict(meta["stats"], cache_hit=hit, cache_folder=str(folder))
     return Dataset(name=spec.name, X=X, y=y, field_names=meta["field_names"], field_dims=meta["field_dims"],
                    splits=make_splits(len(y), seed), options=options,
                    codebooks=[FieldCodebook.from_json(c) for c in meta["codebooks"]], stats=stats)
+
+
+def _source_identity(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def cache_complete(folder: Path) -> bool:
+    """Whether `folder` holds a whole cache of this format: meta.json names it, and X.npy and y.npy
+    have the rows it says, every byte present. A folder that a killed or failed run left (without
+    meta.json, or with short arrays) is never used: `load_table` rebuilds it."""
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            return False
+        rows, fields = meta["rows"], len(meta["field_dims"])
+        for name, shape in (("X.npy", (rows, fields)), ("y.npy", (rows,))):
+            dtype, found, offset = read_header(Path(folder) / name)
+            if tuple(found) != shape or (Path(folder) / name).stat().st_size != offset + dtype.itemsize * int(np.prod(shape)):
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _build_cache(path: Path, spec: TableSpec, encoding: Encoding, seed: int, folder: Path) -> None:
+    """Preprocess into a temporary folder beside `folder`, then rename it into place (atomic: readers see
+    a whole cache or none). Temporary folders of killed runs (their process gone) are removed; so are
+    caches of this same file built from an earlier version of it (other size or modification time)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    building = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    try:
+        source = _source_identity(path)
+        meta = preprocess(path, spec, encoding, seed, building)
+        if _source_identity(path) != source:
+            raise BadInputError(path, None, "changed while it was being preprocessed; load it again")
+        dtype = read_header(building / "X.npy")[0]
+        meta.update(format=CACHE_FORMAT, source=source, id_dtype=dtype.name)
+        (building / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(building, folder)       # atomic: readers see all files or none
+        except OSError:
+            if not cache_complete(folder):     # another process renamed its own build first: use that
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    for other in folder.parent.glob(f"{spec.name}-*"):
+        if other == folder:
+            continue
+        try:
+            earlier = json.loads((other / "meta.json").read_text()).get("source") or {}
+        except (OSError, ValueError):
+            continue
+        if earlier.get("path") == source["path"] and earlier != source:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def first_line(path: Path) -> str:
@@ -611,5 +764,5 @@ def first_line(path: Path) -> str:
         return stream.readline().decode("utf-8", errors="replace")
 
 
-__all__ = ["TableSpec", "Encoding", "load_table", "criteo_spec", "avazu_spec", "movielens_spec", "first_line",
+__all__ = ["TableSpec", "Encoding", "load_table", "cache_complete", "criteo_spec", "avazu_spec", "movielens_spec", "first_line",
            "numeric_local_ids", "hash_strings"]

@@ -6,11 +6,17 @@ from .layers import (FeaturesEmbedding, FeaturesLinear, FieldIds, PairAttention,
 from .registry import ATTENTION_POOLED, PAIRS, build_interaction, register_model
 
 
+# What `ctrbench tune` searches: BARS's Frappe space (attention_dim {64, 128}, attention_dropout
+# {0, 0.1, 0.2}, embedding_regularizer {1e-4, 1e-5, 1e-6}) plus the untuned values (A=16, no regularizer).
+SEARCH_SPACE = {"attn_dim": [16, 64, 128], "dropout": [0.0, 0.1, 0.2],
+                "embedding_regularizer": [0.0, 1e-6, 1e-5, 1e-4]}
+
+
 @register_model("afm", accepts={PAIRS, ATTENTION_POOLED}, hparams={
     "embed_dim": "size E of each feature's latent vector",
     "attn_dim": "size A of the attention net's hidden layer",
     "dropout": "dropout on the attention weights",
-})
+}, search_space=SEARCH_SPACE)
 class AFM(nn.Module):
     """Attentional Factorization Machine (Xiao et al., IJCAI 2017), as the article builds it.
 

@@ -39,6 +39,9 @@ class ModelEntry:
     description: str
     default_interaction: str
     hparams: dict = field(default_factory=dict)
+    # {name: [values]}: what `ctrbench tune` searches (a hyper-parameter or a training setting such as
+    # embedding_regularizer); {} where the model declares none.
+    search_space: dict = field(default_factory=dict)
 
 
 _INTERACTIONS: dict[str, InteractionEntry] = {}
@@ -67,8 +70,12 @@ def register_interaction(name: str, output: str, tolerance: tuple[float, float] 
     return decorate
 
 
-def register_model(name: str, accepts: set[str], hparams: dict[str, str] | None = None):
+def register_model(name: str, accepts: set[str], hparams: dict[str, str] | None = None,
+                   search_space: dict[str, list] | None = None):
     """Register a model class built as `builder(field_dims, interaction=..., **hparams)`.
+
+    `search_space` ({name: [values]}, declared beside the model) is what `ctrbench tune` searches: the
+    model's hyper-parameters and training settings (the tuner checks the names).
 
     `hparams` gives each tunable constructor argument its one-line meaning: {name: meaning}. The
     defaults, and the default interaction, are read from the constructor's signature, so they are
@@ -81,7 +88,8 @@ def register_model(name: str, accepts: set[str], hparams: dict[str, str] | None 
             raise ValueError(f"model {name!r} is already registered")
         default_interaction, defaults = _signature_defaults(name, builder, dict(hparams or {}))
         _MODELS[name] = ModelEntry(name, frozenset(accepts), builder, _first_doc_line(builder), default_interaction,
-                                   {k: (defaults[k], meaning) for k, meaning in (hparams or {}).items()})
+                                   {k: (defaults[k], meaning) for k, meaning in (hparams or {}).items()},
+                                   {k: list(v) for k, v in (search_space or {}).items()})
         builder.registry_name = name
         return builder
 

@@ -23,7 +23,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def check_shape(ds: Dataset, fields: int) -> None:
-    assert ds.X.dtype == np.int64 and ds.X.ndim == 2 and ds.X.shape[1] == fields
+    assert ds.X.dtype == np.int32 and ds.X.ndim == 2 and ds.X.shape[1] == fields   # the smallest id type torch takes
     assert ds.y.dtype == np.float32 and ds.y.shape == (ds.X.shape[0],)
     assert set(np.unique(ds.y)) <= {0.0, 1.0}
     assert len(ds.field_names) == len(ds.field_dims) == fields

@@ -45,7 +45,9 @@ def write_criteo(folder: Path, rows: list[list[str]], layout: str = "kaggle", na
 
 
 def check_shape(ds, fields):
-    assert ds.X.dtype == np.int64 and ds.X.shape[1] == fields and ds.y.dtype == np.float32
+    assert ds.X.dtype == np.int32 and ds.X.shape[1] == fields and ds.y.dtype == np.float32
+    assert isinstance(ds.X, np.memmap) and isinstance(ds.y, np.memmap)      # the cache, memory-mapped
+    assert not ds.X.flags.writeable                                          # read-only: never changes it
     assert len(ds.field_dims) == len(ds.field_names) == fields
     assert (ds.X >= 0).all() and (ds.X < ds.vocab_size).all()
     for f in range(fields):

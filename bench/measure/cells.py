@@ -18,6 +18,7 @@ from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, in
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.pairs import num_pairs
 
+from ctrbench.training.embedding_updates import DEFAULT as DEFAULT_UPDATE, build_optimizer, list_embedding_updates
 from ctrbench.training.train import train_step
 
 PROFILES = ("quick", "full")
@@ -53,6 +54,21 @@ def wide_field_dims() -> list[int]:
 
 SHAPES: dict[str, Callable[[], list[int]]] = {"purchase": purchase_field_dims, "criteo": criteo_field_dims,
                                               "wide": wide_field_dims}
+
+
+def vocab_field_dims(rows: int, num_fields: int = 39, dense_fields: int = 13) -> list[int]:
+    """Criteo's layout at a chosen table size: 13 bucketed integer fields of 64 ids, and the other
+    rows shared out over 26 categorical fields (the first few one id larger), summing to `rows`."""
+    categorical = num_fields - dense_fields
+    rest = rows - 64 * dense_fields
+    if rest < categorical:
+        raise ValueError(f"{rows} rows are too few for {num_fields} fields")
+    return [64] * dense_fields + [rest // categorical + (f < rest % categorical) for f in range(categorical)]
+
+
+# The vocabulary axis: whole-model train steps on Criteo's layout at these table sizes (rows of the
+# embedding tables), each with every embedding-update strategy (full profile).
+VOCAB_ROWS = (40_000, 1_000_000, 10_000_000)
 
 
 @dataclass(frozen=True)
@@ -92,20 +108,34 @@ class ModelCell:
     batch: int
     mode: str               # "train" (forward, backward, Adam step) or "inference"
     compile: bool = False   # the model under torch.compile (the optimizer step stays eager)
+    rows: int | None = None  # embedding rows on Criteo's layout (vocab_field_dims); None: the shape's own
+    embedding_optimizer: str = DEFAULT_UPDATE   # how the train step updates the tables (training.embedding_updates)
 
     @property
     def group(self) -> str:
-        return f"model {self.shape} B={self.batch} {self.mode}" + (" compiled" if self.compile else "")
+        group = f"model {self.shape} B={self.batch} {self.mode}" if self.rows is None else \
+            f"model rows={self.rows} F={len(self.field_dims())} B={self.batch} {self.mode}"
+        return group + (" compiled" if self.compile else "")
+
+    def field_dims(self) -> list[int]:
+        return SHAPES[self.shape]() if self.rows is None else vocab_field_dims(self.rows)
 
     def info(self) -> dict:
-        return {"cell": "model", **cell_fields(self), "num_fields": len(SHAPES[self.shape]())}
+        field_dims = self.field_dims()
+        return {"cell": "model", **cell_fields(self), "num_fields": len(field_dims), "vocab_rows": sum(field_dims),
+                "embedding_optimizer": self.embedding_optimizer}
 
 
 def cell_fields(cell) -> dict:
-    """The cell's fields for extra_info; `compile` only where set, so eager records read as before."""
+    """The cell's fields for extra_info; `compile`, `rows` and `embedding_optimizer` only where set (not
+    the default), so the records and ids of cells made before them read as before."""
     fields = asdict(cell)
     if not fields["compile"]:
         del fields["compile"]
+    if fields.get("rows", 0) is None:
+        del fields["rows"]
+    if fields.get("embedding_optimizer") == DEFAULT_UPDATE:
+        del fields["embedding_optimizer"]
     return fields
 
 
@@ -150,10 +180,12 @@ def with_compiled(cells: list, chosen: Callable[[object], bool]) -> list:
 
 
 def layer_cells(profile: str, device_type: str = "cpu", compile: str = "auto") -> list[LayerCell]:
-    """CPU: B = 1024 (full: and 4096). GPU: B = 65536 (full: 4096 to 65536). Compiled only with
-    compile="all": the whole-model cells carry the compiled axis, where a user would compile."""
+    """CPU: B = 1024, F = 10 and 39 (full: B = 4096 too, F = 22 and 100 too: a per-pair AFM step at F = 100
+    takes seconds on two cores, and these cells ran half of the quick profile's time). GPU: B = 65536 (full:
+    4096 to 65536). Compiled only with compile="all": the whole-model cells carry the compiled axis, where a
+    user would compile."""
     if device_type == "cpu":
-        cells = (grid(fields=(10, 39, 100), embeds=(16,), batches=(1024,)) if profile == "quick" else
+        cells = (grid(fields=(10, 39), embeds=(16,), batches=(1024,)) if profile == "quick" else
                  grid(fields=(10, 22, 39, 100), embeds=(16, 64), batches=(1024, 4096)))
     elif profile == "quick":
         cells = grid(fields=(10, 39, 100), embeds=(16,), batches=(65536,), device_type=device_type)
@@ -197,10 +229,25 @@ def model_pairs(device_type: str) -> list[tuple[str, str]]:
             if ((model, name) in defaults or model == "afm") and runs_on(name, device_type)]
 
 
+def vocab_cells(profile: str, device_type: str = "cpu") -> list[ModelCell]:
+    """The vocabulary axis: full: each model's default implementation at every VOCAB_ROWS size with every
+    embedding-update strategy (train steps, B = 4096 on the CPU, 65536 on a GPU). quick: one small cell,
+    FM's train step with row-wise Adagrad beside the Criteo shape's dense-Adam cell (same group)."""
+    if profile == "quick":
+        batch = dict(MODEL_SHAPES["cpu" if device_type == "cpu" else "gpu", "quick"])["criteo"]
+        return [ModelCell("fm", model_entry("fm").default_interaction, "criteo", batch, "train",
+                          embedding_optimizer="rowwise_adagrad")]
+    batch = 4096 if device_type == "cpu" else 65536
+    return [ModelCell(model, model_entry(model).default_interaction, "criteo", batch, "train", rows=rows,
+                      embedding_optimizer=strategy)
+            for rows in VOCAB_ROWS for model in list_models() for strategy in list_embedding_updates()]
+
+
 def model_cells(profile: str, device_type: str = "cpu", compile: str = "auto") -> list[ModelCell]:
     kind = "cpu" if device_type == "cpu" else "gpu"
     cells = [ModelCell(model, interaction, shape, batch, mode) for shape, batch in MODEL_SHAPES[kind, profile]
              for mode in ("train", "inference") for model, interaction in model_pairs(device_type)]
+    cells += vocab_cells(profile, device_type)
     chosen_pairs = compiled_pairs()
 
     def chosen(cell: ModelCell) -> bool:
@@ -235,6 +282,25 @@ def too_large(cell: LayerCell, device: torch.device) -> str | None:
     if size * MEMORY_FACTOR > memory:
         return (f"{cell.interaction} at {cell.group}: largest tensor {size / 2**30:.1f} GiB × {MEMORY_FACTOR} "
                 f"> {memory / 2**30:.1f} GiB of device memory")
+    return None
+
+
+# Upper bound on a train step's resident bytes per table float: the weights, a dense gradient and
+# Adam's two moments (dense Adam; the lazy strategies hold less).
+TABLE_COPIES = 4
+
+
+def model_too_large(cell: ModelCell, device: torch.device) -> str | None:
+    """Why a vocabulary cell is not tried (its tables, gradient and optimizer state would pass half of the
+    device's memory: the machine is shared), or None."""
+    if cell.rows is None:
+        return None
+    embed_dim = model_entry(cell.model).hparams.get("embed_dim", (16, ""))[0]
+    size = TABLE_COPIES * cell.rows * (embed_dim + 1) * 4
+    memory = device_memory_bytes(torch.device(device))
+    if memory is not None and size > memory / 2:
+        return (f"{cell.model} with {cell.rows:,} embedding rows would hold up to {size / 2**30:.1f} GiB "
+                f"(tables, gradient, optimizer state) > half of {memory / 2**30:.1f} GiB")
     return None
 
 
@@ -304,7 +370,7 @@ def model_step(cell: ModelCell, device: str = "cpu") -> Callable[[], torch.Tenso
     """A closure running one train step or inference; `step.backend` names the code that computes the
     model's pairwise product (running_backend)."""
     torch.manual_seed(0)
-    field_dims = SHAPES[cell.shape]()
+    field_dims = cell.field_dims()
     module = create_model(cell.model, field_dims, interaction=cell.interaction).to(device)
     model = compiled(module) if cell.compile else module
     x = random_ids(field_dims, cell.batch).to(device)
@@ -318,11 +384,12 @@ def model_step(cell: ModelCell, device: str = "cpu") -> Callable[[], torch.Tenso
         infer.backend = backend
         return infer
     y = (torch.rand(cell.batch, generator=torch.Generator().manual_seed(1)) < 0.3).float().to(device)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    optimizer = build_optimizer(module, cell.embedding_optimizer, lr=1e-3)   # "adam": one Adam over all
     loss_fn = torch.nn.BCEWithLogitsLoss()
     module.train()
 
     def step():
         return train_step(model, optimizer, loss_fn, x, y)
     step.backend = backend
+    step.optimizer = optimizer          # its state's bytes are a cost of the cell (optimizer_state_bytes)
     return step

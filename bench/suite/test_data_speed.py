@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pytest
 import torch
 
-from ctrbench.costs import peak_rss, reset_peak_rss
+from ctrbench.measure.costs import peak_rss, reset_peak_rss
 from ctrbench.datasets import batches, load
+from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.datasets.tabular import Encoding, TableReader, criteo_spec, first_line
 from ctrbench.models import create_model
-from ctrbench.train import train_epoch
+from ctrbench.training.train import train_epoch
 
 PREPROCESS_CELLS = {          # profile -> [(rows, rounds)]
     "quick": [(200_000, 3)],
@@ -57,42 +56,7 @@ def pytest_generate_tests(metafunc):
 # ---------------------------------------------------------------------------------------------
 # The generated file.
 
-CATEGORY_CARDINALITY = [1000, 500, 2_000_000, 800_000, 300, 20, 12_000, 600, 3, 90_000]   # field k: [k % 10]
-HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def _hex8(values: np.ndarray, missing: np.ndarray) -> pa.Array:
-    """uint32 values -> 8-digit lowercase hex strings, null where `missing`."""
-    nibbles = np.stack([(values >> np.uint32(4 * (7 - i))) & np.uint32(15) for i in range(8)], axis=1)
-    chars = np.ascontiguousarray(HEX_DIGITS[nibbles])                      # (n, 8) uint8
-    offsets = np.arange(0, 8 * (len(values) + 1), 8, dtype=np.int32)
-    strings = pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(chars))
-    return pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), strings)
-
-
-def write_criteo_tsv(path: Path, rows: int, seed: int = 0, chunk: int = 500_000) -> Path:
-    """A Criteo-layout TSV: label (25% positive), 13 integers (log-normal, 30% missing; I2 reaches -1)
-    and 26 categoricals (Zipf(1.3) over per-field cardinalities from 3 to 2M, hashed to 8 hex digits;
-    2% missing, 40% in fields 4, 11, 18, 25). Same seed and rows, same bytes."""
-    rng = np.random.default_rng(seed)
-    names = ["label"] + [f"I{k}" for k in range(1, 14)] + [f"C{k}" for k in range(1, 27)]
-    options = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
-    with open(path, "wb") as out:
-        for start in range(0, rows, chunk):
-            n = min(chunk, rows - start)
-            columns = [pa.array(rng.random(n) < 0.25).cast(pa.int8())]
-            for k in range(13):
-                values = np.floor(rng.lognormal(1.5, 2.0, n)).astype(np.int64) - (k == 1)
-                columns.append(pa.array(values, mask=rng.random(n) < 0.3))
-            for k in range(26):
-                card = CATEGORY_CARDINALITY[k % 10]
-                ids = (rng.zipf(1.3, n) % card).astype(np.uint64) * np.uint64(2654435761) % np.uint64(2**32)
-                missing = rng.random(n) < (0.4 if k % 7 == 3 else 0.02)
-                columns.append(_hex8(ids.astype(np.uint32), missing))
-            sink = pa.BufferOutputStream()
-            pcsv.write_csv(pa.table(columns, names=names), sink, options)
-            out.write(sink.getvalue())
-    return path
+# write_criteo_tsv lives in ctrbench.datasets.synthetic (the scale measurement uses it too).
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,13 @@ import time
 import pytest
 import torch
 
-from ctrbench.measure.cells import (CellCompileError, cell_id, gate_cells, layer_cells, layer_step, model_cells, model_step,
-                            too_large)
+from ctrbench.measure.cells import (CellCompileError, cell_id, gate_cells, layer_cells, layer_step, model_cells,
+                                    model_step, model_too_large, too_large)
 from ctrbench.measure.costs import flops, peak_rss_rise_bytes, saved_activation_bytes
 from ctrbench.training.environment import device_name
 from ctrbench.measure.memory import cuda_step_peak_bytes
 from ctrbench.pytest_plugin import is_gate_run, suite_device
+from ctrbench.training.embedding_updates import optimizer_state_bytes
 
 ROUNDS = {"quick": 5, "full": 10}
 GATE_ROUNDS = 9
@@ -85,6 +86,8 @@ def measure(benchmark, cell, step, rounds, device: torch.device):
     compile_s = first_call(cell, step)
     if compile_s is not None:
         benchmark.extra_info["compile_s"] = compile_s      # compilation + one step
+    if getattr(step, "optimizer", None) is not None:      # a train step: its optimizer's state, allocated by now
+        benchmark.extra_info["optimizer_state_bytes"] = optimizer_state_bytes(step.optimizer)
     # Costs of the eager graph: the compiled one runs inductor's kernels, which the flop counter and
     # autograd's saved-tensor hooks do not see as they see torch's operators.
     if not cell.compile:
@@ -122,5 +125,8 @@ def test_gate_layer(benchmark, gate_cell):
 def test_model(benchmark, model_cell, request):
     config = request.config
     device = suite_device(config)
+    reason = model_too_large(model_cell, device)
+    if reason:
+        pytest.skip(reason)
     measure(benchmark, model_cell, model_step(model_cell, device), ROUNDS[config.getoption("ctrbench_profile")],
             device)

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ctrbench.datasets.core import SplitView
 from ctrbench.measure.memory import synchronize
 from .train import local_module, predict_on_device, scores
 
@@ -148,19 +149,22 @@ class Distributed:
     def evaluate(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> dict:
         """`train.evaluate` over all ranks: each predicts its contiguous share of the rows, the shares
         are all-gathered in row order, and every rank scores the same predictions."""
-        rows = X.shape[0]
+        rows = len(X)
         bounds = [rows * r // self.world_size for r in range(self.world_size + 1)]
         sizes = [bounds[r + 1] - bounds[r] for r in range(self.world_size)]
-        synchronize(X.device)
+        synchronize(self.device)
         start = time.perf_counter()
-        mine = predict_on_device(local_module(model), X[bounds[self.rank]:bounds[self.rank + 1]], batch_size)
+        lo, hi = bounds[self.rank], bounds[self.rank + 1]
+        share = X[lo:hi] if y is not None else SplitView(X.X, X.y, X.index[lo:hi])     # y None: a split view
+        mine = predict_on_device(local_module(model), share, batch_size)
         padded = torch.zeros(max(sizes), dtype=torch.float32, device=self.device)
         padded[:len(mine)] = mine.to(self.device)
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
         probabilities = torch.cat([part[:size] for part, size in zip(parts, sizes)]).cpu().numpy()
         seconds = time.perf_counter() - start
-        return {**scores(y.cpu().numpy(), probabilities.astype(np.float32)),
+        y_true = y.cpu().numpy() if y is not None else X.labels()
+        return {**scores(y_true, probabilities.astype(np.float32)),
                 "samples_per_s": rows / max(seconds, 1e-9)}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ctrbench.datasets import load
+from ctrbench.datasets.batching import block_batches
 from ctrbench.models import (check_hparams, check_pair, create_model, hparams_for, list_interactions, model_entry,
                              running_backend)
 
@@ -34,6 +35,7 @@ class RunSpec:
     device: str = "cpu"
     world_size: int = 1                 # data-parallel processes (torchrun); > 1 is a different run
     compile: bool = False               # torch.compile the model for training and evaluation
+    tuned: dict | None = None           # a tuned configuration's re-run: {"study", "space_hash"} (ctrbench.tuning)
 
     def full_hparams(self) -> dict:
         defaults = {name: default for name, (default, _) in model_entry(self.model).hparams.items()}
@@ -45,7 +47,8 @@ class RunSpec:
                 "interaction": self.interaction, "hparams": self.full_hparams(), "seed": self.seed,
                 "config": self.config.as_dict(), "device": self.device,
                 **({"world_size": self.world_size} if self.world_size > 1 else {}),
-                **({"compile": True} if self.compile else {})}
+                **({"compile": True} if self.compile else {}),
+                **({"tuned": self.tuned} if self.tuned else {})}
 
     def key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -79,6 +82,36 @@ def as_tensors(dataset, split: str, device: torch.device):
     return torch.as_tensor(np.ascontiguousarray(X), device=device), torch.as_tensor(y, device=device)
 
 
+# A memory-mapped set with more rows than this is trained from its file, split by split, in bounded
+# blocks (`block_batches`) rather than copied into memory as tensors: 5M rows of 39 int32 ids are
+# ~0.8 GB, where copying every split starts to compete with the machine's RAM.
+STREAM_ROWS = 5_000_000
+
+
+def streams(dataset) -> bool:
+    """Whether `train_and_test` reads the dataset's splits as views of its memory-mapped file."""
+    return isinstance(dataset.X, np.memmap) and len(dataset.X) > STREAM_ROWS
+
+
+def split_data(dataset, split: str, device: torch.device) -> tuple:
+    """(X, y) tensors on `device`, or (SplitView, None) for a set that `streams`."""
+    return (dataset.view(split), None) if streams(dataset) else as_tensors(dataset, split, device)
+
+
+def check_split_values(fields, X, block_rows: int = 1 << 20) -> None:
+    """`fields.check_values` over tensors, or over a split view block by block (rows counted in the split)."""
+    if isinstance(X, torch.Tensor):
+        fields.check_values(X)
+        return
+    start = 0
+    for xb, _ in block_batches(X, block_rows):
+        try:
+            fields.check_values(xb)
+        except ValueError as error:
+            raise ValueError(f"{error} (rows counted from the split's row {start})") from None
+        start += len(xb)
+
+
 @dataclass
 class TrainedRun:
     model: torch.nn.Module              # the best epoch's weights, unwrapped
@@ -101,23 +134,24 @@ def model_hparams(spec: RunSpec, dataset) -> dict:
 
 
 def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
-                   world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None) -> TrainedRun:
+                   world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None,
+                   on_epoch=None) -> TrainedRun:
     """Build the spec's model with its seed, train it with early stopping on the already loaded dataset
     (split by `spec.seed`), restore the best epoch and score the test split once.
 
-    `device` overrides the spec's (a torchrun rank's own GPU, cuda:LOCAL_RANK). Every split's ids are
-    checked against the model's fields here, once, before anything runs on the device: the model's
-    forward checks values only in eager CPU mode, and an out-of-range id on a GPU is a device-side
-    assert that kills the process without saying which id.
+    `device` overrides the spec's (a torchrun rank's own GPU, cuda:LOCAL_RANK); `on_epoch` goes to
+    `fit`. Every split's ids are checked against the model's fields here, once, before anything runs
+    on the device: the model's forward checks values only in eager CPU mode, and an out-of-range id on
+    a GPU is a device-side assert that kills the process without saying which id.
     """
     device = torch.device(device) if device is not None else resolve_device(spec.device)
     generator = seed_everything(spec.seed)
     model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction,
                          **model_hparams(spec, dataset)).to(device)
-    splits = {name: as_tensors(dataset, name, device) for name in ("train", "validation", "test")}
+    splits = {name: split_data(dataset, name, device) for name in ("train", "validation", "test")}
     for name, (X, _) in splits.items():
         try:
-            model.fields.check_values(X)
+            check_split_values(model.fields, X)
         except ValueError as error:
             raise ValueError(f"{getattr(dataset, 'name', 'dataset')} {name} split: {error}") from None
     trained = torch.compile(model) if spec.compile else model
@@ -125,7 +159,7 @@ def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=e
     wall_start = time.perf_counter()
     with track_peak_memory(device) as peak:
         result = fit(trained, splits["train"], splits["validation"], spec.config, generator, progress, evaluate_fn,
-                     rank, world_size)
+                     rank, world_size, on_epoch)
         test_scores = evaluate_fn(trained, *splits["test"], spec.config.eval_batch_size)
     # fit opens a new CUDA peak window per epoch; the tracker's reading covers the test evaluation.
     windows = [b for b in (result.cuda_peak_bytes, peak.cuda_peak_bytes) if b is not None]
@@ -141,8 +175,10 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
     device = next(run.model.parameters()).device
     return {
         "schema": SCHEMA, "kind": "run", "key": spec.key(), **spec.identity(), "compile": spec.compile,
+        "embedding_optimizer": spec.config.embedding_optimizer,
         "dataset_options": dataset.options, "field_dims": list(dataset.field_dims),
         "rows": {s: int(len(dataset.splits[s])) for s in ("train", "validation", "test")},
+        **({"data_path": "memory-mapped"} if streams(dataset) else {}),
         "test": {"auc": run.test["auc"], "logloss": run.test["logloss"]},
         "validation": {"auc": result.best_validation["auc"], "logloss": result.best_validation["logloss"]},
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
@@ -183,12 +219,15 @@ def expand_grid(models: list[str], interactions: list[str] | str) -> list[tuple[
 def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int], results_dir: Path,
              hparams: dict | None = None, dataset_options: dict | None = None,
              config: TrainConfig | None = None, device: str = "cpu", data_dir=None,
-             progress: bool = False, log=print, distributed=None, compile: bool = False) -> list[dict]:
+             progress: bool = False, log=print, distributed=None, compile: bool = False,
+             tuned: dict | None = None, record_extra: dict | None = None) -> list[dict]:
     """Run every (model, interaction, seed) not already stored; return all the grid's records.
 
     Each record is written the moment its run ends, so a killed grid loses at most the run in flight
     and a restart skips what is done. `distributed` (a `ctrbench.training.distributed.Distributed`, under
     torchrun) trains every run on all ranks; rank 0 decides what is pending and alone writes records.
+    `tuned` marks the runs as a tuned configuration's re-run (part of their key, see `RunSpec.tuned`);
+    `record_extra` is added to each new record (the tuner's trial count and best trial).
     """
     config = config or TrainConfig()
     hparams = hparams or {}
@@ -200,7 +239,8 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     done = 0
     for seed in seeds:
         specs = [RunSpec(dataset_name, m, i, seed, hparams_for(m, hparams),
-                         dataset_options, config, device, distributed.world_size if distributed else 1, compile)
+                         dataset_options, config, device, distributed.world_size if distributed else 1, compile,
+                         tuned)
                  for m, i in cells]
         pending = []
         for spec in specs:
@@ -221,6 +261,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                    if distributed else load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options))
         for spec in pending:
             record = run_one(spec, dataset, progress, **(distributed.run_options() if distributed else {}))
+            record.update(record_extra or {})
             if distributed is None or distributed.rank == 0:
                 write_record(spec.record_path(results_dir), record)
             records.append(record)

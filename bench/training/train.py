@@ -13,9 +13,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ctrbench.datasets.batching import batches
+from ctrbench.datasets.batching import batches, block_batches
+from ctrbench.datasets.core import SplitView
 
 from ctrbench.measure.memory import synchronize
+
+from .embedding_updates import DEFAULT as DEFAULT_EMBEDDING_UPDATE, build_optimizer, embedding_update
+from .regularizers import Regularizer, regularizer_for
 
 
 @dataclass
@@ -27,6 +31,13 @@ class TrainConfig:
     patience: int = 10                  # the article stops after 10 epochs without val-AUC gain
     plateau_lr_factor: float | None = None  # BARS: 0.1 with patience 2 (cut the lr on each epoch without gain)
     eval_batch_size: int = 8192
+    # L2 on the embedding rows each batch uses / on every other parameter (training.regularizers); 0: off.
+    embedding_regularizer: float = 0.0
+    net_regularizer: float = 0.0
+    # How the embedding tables are updated (training.embedding_updates; the dense layers keep Adam),
+    # and their learning rate (None: lr). Row-wise Adagrad and SGD want a larger one than Adam.
+    embedding_optimizer: str = DEFAULT_EMBEDDING_UPDATE
+    embedding_lr: float | None = None
 
     def __post_init__(self):
         for name in ("max_epochs", "batch_size", "patience", "eval_batch_size"):
@@ -36,29 +47,105 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        embedding_update(self.embedding_optimizer)        # ValueError naming the known ones
+        if self.embedding_lr is not None and self.embedding_lr <= 0:
+            raise ValueError(f"embedding_lr must be > 0, got {self.embedding_lr}")
+        for name in ("embedding_regularizer", "net_regularizer"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.plateau_lr_factor is not None and not 0 < self.plateau_lr_factor < 1:
             raise ValueError(f"plateau_lr_factor must be in (0, 1), got {self.plateau_lr_factor}")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings, less those of OPTIONAL_SETTINGS left at their default: a setting added later
+        leaves the run key (and so the stored records) of runs made without it unchanged."""
+        settings = asdict(self)
+        for name, default in OPTIONAL_SETTINGS.items():
+            if settings.get(name) == default:
+                del settings[name]
+        return settings
+
+
+# Settings that appear in a run's key and record only when set; {name: default}.
+OPTIONAL_SETTINGS = {"embedding_regularizer": 0.0, "net_regularizer": 0.0,
+                     "embedding_optimizer": DEFAULT_EMBEDDING_UPDATE, "embedding_lr": None}
+
+
+# Named training settings (`ctrbench run --preset`); a flag given explicitly overrides its preset's value.
+# "article" is the article's protocol, TrainConfig's defaults: Adam at 1e-3 on batches of 1024, stopped after
+# 10 epochs without validation-AUC gain (AFM on purchase never stops before its 100 epochs). "quick" is the
+# main job's: batches of 4096 at 4× the learning rate and a patience of 2 (BARS's), at most 30 epochs.
+PRESETS = {
+    "article": {},
+    "quick": {"batch_size": 4096, "lr": 4e-3, "patience": 2, "max_epochs": 30},
+}
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    """The preset's TrainConfig with `overrides` (None values ignored) applied; ValueError for an unknown name."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def preset_of(config: dict) -> str | None:
+    """The name of the preset whose settings `config` (a record's) has, everything else at its default."""
+    for name in PRESETS:
+        if preset_config(name).as_dict() == config:
+            return name
+    return None
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig):
+    """The config's optimizer for `model`: its embedding-update strategy on the tables (which may switch
+    them to sparse gradients), Adam on the dense layers; the default is one Adam over everything."""
+    return build_optimizer(model, config.embedding_optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                           embedding_lr=config.embedding_lr)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, xb: torch.Tensor,
-               yb: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """One step: forward, loss, backward (of loss × scale), optimizer step. Returns the loss, detached
-    and left on the device: nothing here waits for the device."""
+               yb: torch.Tensor, scale: float = 1.0, regularizer: Regularizer | None = None) -> torch.Tensor:
+    """One step: forward, loss, backward (of (loss + regularizer's penalty) × scale), optimizer step.
+    Returns the data loss (without the penalty), detached and left on the device: nothing here waits
+    for the device."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model(xb), yb)
-    (loss * scale if scale != 1.0 else loss).backward()
+    penalty = regularizer.penalty() if regularizer is not None else None
+    objective = loss if penalty is None else loss + penalty
+    (objective * scale if scale != 1.0 else objective).backward()
     optimizer.step()
     return loss.detach()
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator, progress: bool = False,
-                rank: int = 0, world_size: int = 1) -> torch.Tensor:
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters are (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def device_batches(X, y, batch_size: int, device: torch.device, shuffle: bool = False,
+                   generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1,
+                   shard: str = "batches", block_options: dict | None = None):
+    """Batches of in-memory tensors (X, y), gathered where they are, or of a split view (X a
+    `SplitView`, y None: read from the memory-mapped file in bounded blocks by `block_batches`, which
+    takes `block_options` (block_rows, window_blocks)) moved to `device` one batch at a time. The one
+    place the training loop tells the two apart."""
+    if not isinstance(X, SplitView):
+        return batches(X, y, batch_size, shuffle, generator, rank, world_size, shard)
+    non_blocking = device.type == "cuda"     # from pageable memory torch stages the copy: no pinning needed
+    return ((xb.to(device, non_blocking=non_blocking), yb.to(device, non_blocking=non_blocking))
+            for xb, yb in block_batches(X, batch_size, shuffle, generator, rank, world_size, shard,
+                                        **(block_options or {})))
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor | SplitView,
+                y: torch.Tensor | None, batch_size: int, generator: torch.Generator, progress: bool = False,
+                rank: int = 0, world_size: int = 1, regularizer: Regularizer | None = None,
+                block_options: dict | None = None) -> torch.Tensor:
     """One pass over (X, y) in shuffled batches; returns the mean training loss as a 0-dim float64
-    tensor on X's device (reading it is the caller's one wait for the device per epoch).
+    tensor on the model's device (reading it is the caller's one wait for the device per epoch).
+    X may be a split view of a memory-mapped set (y None): its batches are read in bounded blocks
+    (`block_batches`, with `block_options`) and moved to the model's device one at a time.
 
     With world_size > 1 (a DistributedDataParallel `model`, every rank holding all of X and the same
     `generator` state), `batch_size` is the global batch: each rank takes its share of every batch
@@ -68,21 +155,22 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Ten
     model.train()
     distributed = world_size > 1
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum" if distributed else "mean")
-    rows = X.shape[0]
-    total, count = torch.zeros((), dtype=torch.float64, device=X.device), 0
-    steps = batches(X, y, batch_size, shuffle=True, generator=generator, rank=rank, world_size=world_size,
-                    shard="rows")
+    rows = len(X)
+    device = X.device if isinstance(X, torch.Tensor) else model_device(model)
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    steps = device_batches(X, y, batch_size, device, shuffle=True, generator=generator, rank=rank,
+                           world_size=world_size, shard="rows", block_options=block_options)
     if progress:
         steps = tqdm(steps, total=math.ceil(rows / batch_size), desc="batches", leave=False)
     for step, (xb, yb) in enumerate(steps):
         if distributed:
             total += train_step(model, optimizer, loss_fn, xb, yb,
-                                scale=world_size / min(batch_size, rows - step * batch_size))
+                                scale=world_size / min(batch_size, rows - step * batch_size), regularizer=regularizer)
         else:
-            total.add_(train_step(model, optimizer, loss_fn, xb, yb), alpha=len(yb))
+            total.add_(train_step(model, optimizer, loss_fn, xb, yb, regularizer=regularizer), alpha=len(yb))
         count += len(yb)
     if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
-        sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=X.device)])
+        sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)])
         torch.distributed.all_reduce(sums)
         return sums[0] / sums[1].clamp(min=1)
     return total / max(count, 1)
@@ -94,11 +182,17 @@ def local_module(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict_on_device(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Click probabilities (rows,) float32 for every row of X, in eval mode, left on X's device."""
+def predict_on_device(model: nn.Module, X: torch.Tensor | SplitView, batch_size: int = 8192) -> torch.Tensor:
+    """Click probabilities (rows,) float32 for every row of X, in eval mode, left on X's device (for a
+    split view, in index order, on the model's device)."""
     model.eval()
-    parts = [torch.sigmoid(model(xb)).float() for xb, _ in batches(X, X[:, 0], batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=X.device)
+    if isinstance(X, torch.Tensor):
+        device, steps = X.device, batches(X, X[:, 0], batch_size)
+    else:
+        device = model_device(model)
+        steps = device_batches(X, None, batch_size, device)
+    parts = [torch.sigmoid(model(xb)).float() for xb, _ in steps]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=device)
 
 
 def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> np.ndarray:
@@ -116,13 +210,15 @@ def scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
             "logloss": float(log_loss(y_true, probabilities, labels=[0, 1]))}
 
 
-def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> dict:
-    """AUC, logloss, and inference throughput (samples/s) on (X, y)."""
-    synchronize(X.device)
+def evaluate(model: nn.Module, X: torch.Tensor | SplitView, y: torch.Tensor | None, batch_size: int = 8192) -> dict:
+    """AUC, logloss, and inference throughput (samples/s) on (X, y), or on a split view X (y None)."""
+    device = X.device if isinstance(X, torch.Tensor) else model_device(model)
+    synchronize(device)
     start = time.perf_counter()
     probabilities = predict(model, X, batch_size)
     seconds = time.perf_counter() - start
-    return {**scores(y.cpu().numpy(), probabilities), "samples_per_s": len(X) / max(seconds, 1e-9)}
+    y_true = y.cpu().numpy() if y is not None else X.labels()
+    return {**scores(y_true, probabilities), "samples_per_s": len(X) / max(seconds, 1e-9)}
 
 
 def reset_cuda_peak(device: torch.device) -> None:
@@ -136,8 +232,15 @@ def cuda_peak_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
+def head(X: torch.Tensor | SplitView, y: torch.Tensor | None, rows: int) -> tuple:
+    """The first `rows` rows of (X, y) tensors, or of a split view X (y None, stays None)."""
+    if isinstance(X, SplitView):
+        return X.head(rows), None
+    return X[:rows], (y[:rows] if y is not None else None)
+
+
 def warm_up(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], evaluation: list[torch.Tensor],
-            config: TrainConfig, rank: int = 0, world_size: int = 1) -> float:
+            config: TrainConfig, rank: int = 0, world_size: int = 1, regularizer: Regularizer | None = None) -> float:
     """Do once each kind of work that `fit` times, then put the model back as it was; returns seconds.
 
     Train steps at the epoch's full and last batch sizes (with a throwaway optimizer and order) and
@@ -147,19 +250,19 @@ def warm_up(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], evaluati
     number generators are restored afterwards, so a warmed run trains exactly as an unwarmed one.
     """
     X, y = train
-    device = X.device
+    device = model_device(model)
     synchronize(device)
     start = time.perf_counter()
     state = copy.deepcopy(model.state_dict())
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    rows = min(X.shape[0], config.batch_size + X.shape[0] % config.batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    float(train_epoch(model, optimizer, X[:rows], y[:rows], config.batch_size, torch.Generator(), rank=rank,
-                      world_size=world_size))
+    rows = min(len(X), config.batch_size + len(X) % config.batch_size)
+    optimizer = make_optimizer(model, config)
+    float(train_epoch(model, optimizer, *head(X, y, rows), config.batch_size, torch.Generator(), rank=rank,
+                      world_size=world_size, regularizer=regularizer))
     for X_eval in evaluation:
-        rows = min(X_eval.shape[0], config.eval_batch_size + X_eval.shape[0] % config.eval_batch_size)
-        predict_on_device(local_module(model), X_eval[:rows], config.eval_batch_size)
+        rows = min(len(X_eval), config.eval_batch_size + len(X_eval) % config.eval_batch_size)
+        predict_on_device(local_module(model), head(X_eval, None, rows)[0], config.eval_batch_size)
     model.load_state_dict(state)
     torch.set_rng_state(cpu_rng)
     if cuda_rng is not None:
@@ -187,20 +290,31 @@ class FitResult:
 
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor],
         config: TrainConfig, generator: torch.Generator, progress: bool = False,
-        evaluate_fn=evaluate, rank: int = 0, world_size: int = 1) -> FitResult:
-    """Adam with early stopping on validation AUC; the best epoch's weights are restored at the end.
+        evaluate_fn=evaluate, rank: int = 0, world_size: int = 1, on_epoch=None) -> FitResult:
+    """Adam (or the config's embedding optimizer on the tables) with early stopping on validation AUC;
+    the best epoch's weights are restored at the end.
 
     `evaluate_fn(model, X, y, batch_size)` is replaceable so that distributed runs can gather
     predictions from every rank before deciding. The epochs are timed after a `warm_up`, and the
-    loop waits for the device once per epoch (no per-batch reads of device values).
+    loop waits for the device once per epoch (no per-batch reads of device values). `on_epoch(entry)`,
+    if given, sees each epoch's history entry (epoch, loss, val_auc, ...) as it ends; an exception it
+    raises ends the fit (a tuner's pruning). The config's regularizers are added to the loss
+    (`ctrbench.training.regularizers`).
     """
-    device = train[0].device
+    device = model_device(model)
+    if world_size > 1 and (config.embedding_regularizer or config.net_regularizer):
+        raise ValueError("the embedding and net regularizers are single-process only (each rank would see "
+                         "the rows of its own shard, not of the global batch)")
+    if world_size > 1 and not embedding_update(config.embedding_optimizer).data_parallel:
+        raise ValueError(f"embedding optimizer {config.embedding_optimizer!r} is single-process only (sparse "
+                         "gradients or updates inside backward, which DistributedDataParallel does not average)")
+    regularizer = regularizer_for(local_module(model), config)
     reset_cuda_peak(device)
-    warmup_seconds = warm_up(model, train, [validation[0]], config, rank, world_size)
+    warmup_seconds = warm_up(model, train, [validation[0]], config, rank, world_size, regularizer)
     # Kept apart from training's peak: first use builds one-off workspaces (Triton's autotuner times
     # every configuration on scratch copies of the outputs, cuBLAS its workspace).
     warmup_peak, peaks = cuda_peak_bytes(device), []
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     best_auc, best_epoch, best_state, best_validation = -math.inf, 0, None, {}
     history, train_seconds, train_samples = [], 0.0, 0
     epochs = tqdm(range(1, config.max_epochs + 1), desc="epochs", disable=not progress, leave=False)
@@ -208,7 +322,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
         reset_cuda_peak(device)
         synchronize(device)
         start = time.perf_counter()
-        loss = train_epoch(model, optimizer, *train, config.batch_size, generator, progress, rank, world_size)
+        loss = train_epoch(model, optimizer, *train, config.batch_size, generator, progress, rank, world_size,
+                           regularizer)
         synchronize(device)
         seconds = time.perf_counter() - start
         loss = float(loss)
@@ -222,6 +337,13 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
             peaks.append(cuda_peak_bytes(device))
             history[-1]["cuda_peak_bytes"] = peaks[-1]
         epochs.set_postfix(loss=f"{loss:.4f}", val_auc=f"{validation_scores['auc']:.4f}")
+        if on_epoch is not None:
+            try:
+                on_epoch(dict(history[-1]))
+            except BaseException:
+                if regularizer is not None:
+                    regularizer.close()
+                raise
         if validation_scores["auc"] > best_auc:
             best_auc, best_epoch, best_validation = validation_scores["auc"], epoch, validation_scores
             best_state = copy.deepcopy(model.state_dict())
@@ -230,6 +352,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
         elif config.plateau_lr_factor is not None:
             for group in optimizer.param_groups:
                 group["lr"] *= config.plateau_lr_factor
+    if regularizer is not None:
+        regularizer.close()
     model.load_state_dict(best_state)
     return FitResult(best_epoch, len(history), best_validation, history, train_seconds, train_samples,
                      warmup_seconds, max(peaks) if device.type == "cuda" else None, warmup_peak)

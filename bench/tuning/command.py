@@ -1,0 +1,90 @@
+"""`ctrbench tune`: the command line of ctrbench.tuning."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import optuna
+import torch
+
+from ctrbench.arguments import (add_data_arguments, add_machine_arguments, add_regularizer_arguments, comma_list,
+                                seed_list)
+from ctrbench.models import list_models
+from ctrbench.training.train import TrainConfig
+
+from .plots import write_study_plots
+from .tuner import (FINISHED, GRACE_S, HEARTBEAT_S, TuneSettings, count, default_storage, open_storage, redact,
+                    rerun_best, tune)
+
+# BARS's training protocol for its tuned Frappe and Criteo rows: batch 4096, Adam 1e-3, early stop patience 2.
+TUNE_DEFAULTS = TrainConfig(batch_size=4096, lr=1e-3, patience=2, max_epochs=100)
+
+
+def add_tune_parser(commands) -> None:
+    parser = commands.add_parser(
+        "tune", help="tune each model's declared search space with Optuna; re-run the best on several seeds",
+        description="One Optuna study per (dataset, model) in a relational database (default: an SQLite file "
+                    "RESULTS/studies/studies.db; --storage postgresql://... lets workers on many machines pull "
+                    "trials from one study). Seeded TPE (or a grid), pruning on per-epoch validation AUC. Rerunning "
+                    "continues the study up to --trials finished trials. Then the best configuration is re-run "
+                    "through the ordinary protocol on --rerun-seeds seeds (records marked tuned), the study's "
+                    "plots go to RESULTS/tuning/ and the leaderboard is regenerated.")
+    add_data_arguments(parser)
+    parser.add_argument("--models", type=comma_list, required=True,
+                        help=f"comma-separated, from {', '.join(list_models())}")
+    parser.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials per study")
+    parser.add_argument("--storage", help="database URL (default sqlite:///RESULTS/studies/studies.db)")
+    parser.add_argument("--study", help="study name (several models: NAME-<model>); default "
+                                        "<dataset>-<model>-<hash of the settings>")
+    parser.add_argument("--timeout", type=float, help="seconds per study after which no new trial starts")
+    parser.add_argument("--seed", type=int, default=0, help="the trials' seed (split, initialisation) and the "
+                                                            "sampler's (default 0)")
+    parser.add_argument("--sampler", choices=("tpe", "grid"), default="tpe",
+                        help="tpe (seeded) or grid (BARS-style: every point of the space, --trials at most)")
+    parser.add_argument("--rerun-seeds", type=seed_list, default=list(range(5)), metavar="SEEDS",
+                        help="re-run the best configuration on these seeds: a count or a list (default 5)")
+    parser.add_argument("--no-rerun", action="store_true",
+                        help="tune only (a worker that leaves the re-runs to another)")
+    parser.add_argument("--interaction", help="the pairwise-product implementation (default: each model's)")
+    parser.add_argument("--batch-size", type=int, default=TUNE_DEFAULTS.batch_size,
+                        help=f"training batch (default {TUNE_DEFAULTS.batch_size}, as BARS)")
+    parser.add_argument("--lr", type=float, default=TUNE_DEFAULTS.lr, help=f"Adam's lr (default {TUNE_DEFAULTS.lr:g})")
+    parser.add_argument("--patience", type=int, default=TUNE_DEFAULTS.patience,
+                        help=f"early-stopping patience (default {TUNE_DEFAULTS.patience}, as BARS)")
+    parser.add_argument("--max-epochs", type=int, default=TUNE_DEFAULTS.max_epochs,
+                        help=f"upper bound on epochs (default {TUNE_DEFAULTS.max_epochs})")
+    add_regularizer_arguments(parser)
+    parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, metavar="SECONDS",
+                        help=f"a running trial's heartbeat; one silent for 3 beats ({GRACE_S} s by default) is "
+                             f"taken as dead, failed and retried (default {HEARTBEAT_S})")
+    add_machine_arguments(parser)
+    parser.set_defaults(handler=command_tune)
+
+
+def command_tune(args) -> int:
+    from ctrbench.report.leaderboard import write_leaderboard
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.heartbeat < 1:
+        raise ValueError(f"--heartbeat must be >= 1, got {args.heartbeat}")
+    config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                         embedding_regularizer=args.embedding_regularizer, net_regularizer=args.net_regularizer)
+    settings = [TuneSettings(args.dataset, model, args.interaction, config, dict(args.data_option), args.device,
+                             args.seed, args.sampler, args.data_dir)
+                for model in args.models]                       # every model checked before anything runs
+    url = args.storage or default_storage(args.results_dir)
+    storage = open_storage(url, args.heartbeat, 3 * args.heartbeat)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    for setting in settings:
+        name = None if not args.study else args.study if len(settings) == 1 else f"{args.study}-{setting.model}"
+        study = tune(setting, storage, args.trials, name, args.timeout, progress=not args.quiet)
+        print(f"study {study.study_name} ({redact(url)}): {count(study, FINISHED)} finished trials, best "
+              f"validation AUC {study.best_value:.4f} with {study.best_params}")
+        for path in write_study_plots(study, args.results_dir):
+            print(f"plot: {path}")
+        if not args.no_rerun:
+            rerun_best(study, setting, args.rerun_seeds, args.results_dir, progress=not args.quiet)
+    if not args.no_rerun:
+        print(f"leaderboard: {write_leaderboard(args.results_dir)}")
+    return 0

@@ -1,0 +1,240 @@
+"""`ctrbench tune`: search spaces, bad input, studies in SQLite and PostgreSQL, several workers, a killed worker."""
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ctrbench.cli import main
+from ctrbench.models import list_models, model_entry
+from ctrbench.report.leaderboard import render
+from ctrbench.training.train import TrainConfig
+from ctrbench.tuning.spaces import search_space, space_hash, split_params
+from ctrbench.tuning.tuner import TuneSettings, open_storage, redact, rerun_best, tune
+
+# A tiny purchase log and short runs: a trial takes about a second.
+TINY = ["--dataset", "purchase", "--data-option", "rows=2000", "--max-epochs", "2", "--threads", "1", "--quiet"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def tiny_settings(model="fm", **kw) -> TuneSettings:
+    return TuneSettings("purchase", model, config=TrainConfig(batch_size=512, max_epochs=2, patience=2),
+                        dataset_options={"rows": 2000}, **kw)
+
+
+# ------------------------------------------------------------------------------------------ spaces
+
+@pytest.mark.parametrize("model", ["fm", "nfm", "afm", "fwfm", "deepfm"])
+def test_every_benchmarked_model_declares_a_space_with_its_untuned_point(model):
+    space = search_space(model)
+    defaults = {name: default for name, (default, _) in model_entry(model).hparams.items()}
+    for name, values in space.items():
+        assert values, name
+        untuned = defaults.get(name, getattr(TrainConfig(), name, None))
+        assert untuned in values, f"{model}: the untuned {name}={untuned} is not in {values}"
+
+
+def test_bars_floor_is_in_the_spaces():
+    afm, fm, nfm, deepfm = (search_space(m) for m in ("afm", "fm", "nfm", "deepfm"))
+    assert {64, 128} <= set(afm["attn_dim"]) and {0, 0.1, 0.2} <= set(afm["dropout"])
+    assert {1e-4, 1e-5, 1e-6} <= set(afm["embedding_regularizer"])
+    assert {5e-5, 5e-6} <= set(fm["embedding_regularizer"])
+    assert {1e-5, 0.05} <= set(nfm["embedding_regularizer"]) and {0.1, 0.4} <= set(nfm["dropout"])
+    assert {0.05, 0.1, 0.2, 0.5} <= set(deepfm["embedding_regularizer"]) and {0, 0.1, 0.2} <= set(deepfm["dropout"])
+
+
+def test_space_hash_ignores_order_and_params_split_into_hparams_and_settings():
+    assert space_hash({"a": [1], "b": [2]}) == space_hash({"b": [2], "a": [1]})
+    hparams, config = split_params("afm", {"attn_dim": 64, "embedding_regularizer": 1e-5}, TrainConfig())
+    assert hparams == {"attn_dim": 64} and config.embedding_regularizer == 1e-5
+
+
+def test_redact_hides_the_password():
+    assert redact("postgresql://me:secret@db.example:5432/studies") == "postgresql://me:***@db.example:5432/studies"
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("arguments, says", [
+    (["--models", "nosuchmodel", "--trials", "2"], "unknown model 'nosuchmodel'"),
+    (["--models", "qafm", "--trials", "2"], "empty search space"),
+    (["--models", "fm", "--trials", "2", "--storage", "not a url"], "not a database URL"),
+    (["--models", "fm", "--trials", "2", "--storage", "nosuchdialect://x/y"], "cannot open the study storage"),
+    (["--models", "fm", "--trials", "2", "--storage", "postgresql://u:pw@127.0.0.1:1/none"],
+     "cannot open the study storage postgresql://u:***@127.0.0.1:1/none"),
+    (["--models", "fm", "--trials", "0"], "--trials must be >= 1"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, says):
+    code = main(["tune", *TINY, "--results-dir", str(tmp_path), *arguments])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert says in err and err.count("\n") == 1, err
+    assert "pw" not in err.replace("***", "")
+
+
+# ------------------------------------------------------------------------------- one SQLite study
+
+def test_tune_reaches_the_budget_continues_and_refuses_other_settings(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = tune(tiny_settings(), storage, trials=3, study_name="s", progress=False)
+    assert sum(t.state in FINISHED for t in study.trials) == 3
+    study = tune(tiny_settings(), storage, trials=5, study_name="s", progress=False)      # continued
+    assert sum(t.state in FINISHED for t in study.trials) == 5
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    with pytest.raises(ValueError, match="exists with other settings"):
+        tune(tiny_settings(seed=1), storage, trials=5, study_name="s", progress=False)
+
+
+def test_grid_sampler_caps_the_budget_at_the_grid(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = tune(tiny_settings(sampler="grid"), storage, trials=50, study_name="g", progress=False)
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert len(finished) == len(search_space("fm")["embedding_regularizer"])
+    assert len({t.params["embedding_regularizer"] for t in finished}) == len(finished)
+
+
+def test_tuned_rerun_records_and_their_own_table(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    settings = tiny_settings()
+    study = tune(settings, storage, trials=2, study_name="t", progress=False)
+    records = rerun_best(study, settings, [0, 1], tmp_path, progress=False, log=lambda message: None)
+    assert len(records) == 2
+    for record in records:
+        assert record["tuned"] == {"study": "t", "space_hash": space_hash(search_space("fm"))}
+        assert record["tuning"]["trials"] == 2 and record["tuning"]["params"] == study.best_params
+    # the same configuration untuned is another run (another key), and another table
+    main(["run", *TINY, "--models", "fm", "--seeds", "2", "--batch-size", "512", "--patience", "2",
+          "--results-dir", str(tmp_path)])
+    markdown, _ = render(tmp_path)
+    assert markdown.count("— tuned") == 1 and "study `t`, 2 trials" in markdown
+
+
+def test_cli_tune_writes_plots_and_the_leaderboard(tmp_path, capsys):
+    assert main(["tune", *TINY, "--models", "fm", "--trials", "3", "--rerun-seeds", "2",
+                 "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 finished trials" in out
+    assert list((tmp_path / "tuning").glob("*_history.png"))
+    assert (tmp_path / "studies" / "studies.db").exists()
+    assert "— tuned" in (tmp_path / "leaderboard.md").read_text()
+
+
+# ------------------------------------------------------------------- several workers, a killed one
+
+def postgres_binaries() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A PostgreSQL server on 127.0.0.1 only, in a temp data folder, stopped afterwards; skipped (saying
+    why) where Debian's `postgresql` package or the psycopg driver is not installed."""
+    pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
+    binaries = postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL's server is not installed (Debian: apt-get install -y postgresql)")
+    # Not pytest's tmp_path: its parents are private to root, and the server runs as another user.
+    root = Path(tempfile.mkdtemp(prefix="ctrbench-postgres-"))
+    data = root / "data"
+    as_user = []
+    if os.geteuid() == 0:                       # initdb refuses root: run the server as `postgres`
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    port = free_port()
+    subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
+                    "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start"], check=True,
+                   capture_output=True)
+    try:
+        subprocess.run([*as_user, str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "studies"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/studies"
+    finally:
+        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def worker(storage: str, study: str, trials: int, results_dir: Path, *extra: str) -> subprocess.Popen:
+    """A `ctrbench tune` process that tunes only (no re-runs), as a worker on another machine would."""
+    command = [sys.executable, "-m", "ctrbench", "tune", *TINY, "--models", "fm", "--trials", str(trials),
+               "--storage", storage, "--study", study, "--no-rerun", "--results-dir", str(results_dir), *extra]
+    return subprocess.Popen(command, cwd=results_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished_trials(storage: str, study: str) -> list:
+    return [t for t in optuna.load_study(study_name=study, storage=storage).trials if t.state in FINISHED]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path):
+    study = f"two-{os.getpid()}-{time.monotonic_ns()}"
+    workers = [worker(storage_url, study, 6, tmp_path) for _ in range(2)]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    finished = finished_trials(storage_url, study)
+    assert len(finished) == 6
+    # every trial ran in one worker only; surplus trials (a worker that came too late) did not train
+    by_worker = [t.user_attrs["worker"] for t in finished]
+    assert len({t.number for t in finished}) == 6 and all(by_worker)
+    everything = optuna.load_study(study_name=study, storage=storage_url).trials
+    assert all(t.user_attrs.get("surplus") for t in everything if t.state == TrialState.FAIL)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(storage_url, tmp_path):
+    study = f"kill-{os.getpid()}-{time.monotonic_ns()}"
+    # long trials (many epochs, no early stop) so that the kill lands inside one; heartbeat 1 s, grace 3 s
+    slow = ["--max-epochs", "200", "--patience", "200", "--heartbeat", "1"]
+    victim = worker(storage_url, study, 3, tmp_path, *slow)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            running = [t for t in optuna.load_study(study_name=study, storage=storage_url).trials
+                       if t.state == TrialState.RUNNING and "embedding_regularizer" in t.params]
+        except KeyError:                         # the study is not created yet
+            running = []
+        if running:
+            break
+        time.sleep(0.5)
+    assert running, "the worker never started a trial"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = running[0].number
+    survivor = worker(storage_url, study, 3, tmp_path, *slow)
+    output = survivor.communicate(timeout=900)[0]
+    assert survivor.returncode == 0, output
+    trials = optuna.load_study(study_name=study, storage=storage_url).trials
+    assert len([t for t in trials if t.state in FINISHED]) == 3
+    assert trials[killed].state == TrialState.FAIL                                   # not lost: marked failed
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].params == trials[killed].params          # retried once, same point
+    assert retries[0].state in FINISHED
