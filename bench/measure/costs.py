@@ -56,6 +56,13 @@ def _status_kib(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def status_bytes(*fields: str) -> dict[str, int]:
+    """The named memory fields of /proc/self/status (VmRSS, RssAnon, VmHWM, ...) in bytes; those the
+    kernel does not report are left out (all of them off Linux)."""
+    found = {field: _status_kib(field) for field in fields}
+    return {field: kib * 1024 for field, kib in found.items() if kib is not None}
+
+
 def reset_peak_rss() -> int | None:
     """Reset the kernel's high-water mark (VmHWM) to the current resident set, after handing freed
     heap back to the OS; returns that starting level in bytes, None where Linux's interface is missing."""

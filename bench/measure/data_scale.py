@@ -36,6 +36,8 @@ from ctrbench.files import write_atomic, write_text_atomic
 GOAL_TRAIN_PEAK_RSS_BYTES = 3 * 10**9
 GOAL_PREPROCESS_ROWS_PER_S = 150_000
 DEFAULT_ROWS = 200_000
+# the resident set now, its anonymous and file-backed parts, and its high-water mark
+RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
 
 def peak_rss_bytes() -> int:
@@ -50,24 +52,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _status_bytes() -> dict:
-    """VmRSS and its anonymous / file-backed parts now, from /proc/self/status (empty off Linux)."""
-    found = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                found[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return found
-
-
 # ---------------------------------------------------------------------------------------------
 # Stages, each run in its own process.
 
 def stage_preprocess(args) -> dict:
     from ctrbench.datasets import load
+    from ctrbench.measure.costs import status_bytes
 
     start, cpu_start = time.perf_counter(), cpu_seconds()
     dataset = load("criteo", file=str(args.file), categorical=args.categorical, cache_dir=args.cache_dir,
@@ -79,7 +69,8 @@ def stage_preprocess(args) -> dict:
             "rows_per_cpu_s": rows / max(cpu, 1e-9), "peak_rss_bytes": peak_rss_bytes(),
             "cache_hit": dataset.stats["cache_hit"], "skipped_lines": dataset.stats["skipped_lines"],
             "vocab_size": dataset.vocab_size, "id_dtype": str(dataset.X.dtype),
-            "cache_bytes": sum(p.stat().st_size for p in folder.iterdir()), "rss_now": _status_bytes()}
+            "cache_bytes": sum(p.stat().st_size for p in folder.iterdir()),
+            "rss_now": status_bytes(*RSS_FIELDS)}
 
 
 def stage_train(args) -> dict:
@@ -87,6 +78,7 @@ def stage_train(args) -> dict:
     import torch
 
     from ctrbench.datasets import load
+    from ctrbench.measure.costs import status_bytes
     from ctrbench.models import create_model
     from ctrbench.training.train import evaluate, train_epoch
 
@@ -95,7 +87,7 @@ def stage_train(args) -> dict:
     dataset = load("criteo", file=str(args.file), categorical=args.categorical, cache_dir=args.cache_dir,
                    on_bad_lines=args.on_bad_lines)
     load_seconds = time.perf_counter() - start
-    after_load = _status_bytes()
+    after_load = status_bytes(*RSS_FIELDS)
     train, validation = dataset.view("train"), dataset.view("validation")
     torch.manual_seed(args.seed)
     model = create_model("fm", dataset.field_dims, interaction="sum_square")
@@ -108,7 +100,7 @@ def stage_train(args) -> dict:
                              block_options={"block_rows": args.block_rows, "window_blocks": args.window_blocks}))
     train_seconds, train_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     seen = len(train)                            # train_epoch takes every row of the split once
-    after_train = _status_bytes()
+    after_train = status_bytes(*RSS_FIELDS)
     validation_scores = evaluate(model, validation, None, 65_536)
     return {"rows": len(dataset.y), "train_rows": len(train), "validation_rows": len(validation),
             "seconds": train_seconds, "rows_per_s": seen / train_seconds, "rows_seen": seen,
