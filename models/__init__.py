@@ -11,7 +11,7 @@ import torch
 from . import interactions  # noqa: F401  (registers every implementation)
 from .layers import pair_fields
 from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_hparams, check_pair, create_model,
-                       hparams_for, running_backend, interaction_entry, list_interactions, list_models, model_entry,
+                       hparams_for, interaction_backend, running_backend, interaction_entry, list_interactions, list_models, model_entry,
                        register_interaction, register_model)
 
 # Every model file registers itself when imported; a new model is one new file.

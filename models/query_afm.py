@@ -4,7 +4,13 @@ import torch
 from torch import nn
 
 from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pair_fields
+from .afm import SEARCH_SPACE as AFM_SEARCH_SPACE
 from .registry import PAIRS, build_interaction, register_model
+
+# What `ctrbench tune` searches: AFM's space (BARS's Frappe AFM space plus the untuned point), since the
+# query only adds U to AFM's attention net; BARS has no query-attention model to take a space from.
+# query_fields is the question the model asks, not a knob to tune, so it stays out.
+SEARCH_SPACE = dict(AFM_SEARCH_SPACE)
 
 def check_query_fields(query_fields, num_fields: int) -> tuple[int, ...]:
     """A non-empty tuple of distinct field indices in [0, num_fields), or a ValueError saying what is wrong."""
@@ -56,7 +62,7 @@ class QueryPairAttention(nn.Module):
     "dropout": "dropout on the attention weights",
     "query_fields": "field indices whose mean embedding is the attention's query; null = the "
                     "data set's item fields ([7, 8, 9] on purchase, [1] on frappe), else the last field",
-})
+}, search_space=SEARCH_SPACE)
 class QueryAFM(nn.Module):
     """AFM whose attention also sees a query from the sample itself (the article's proposal).
 

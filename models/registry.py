@@ -224,13 +224,18 @@ def running_backend(model: nn.Module, device: torch.device | str | None = None,
     interaction = getattr(model, "interaction", None)
     if interaction is None:
         return type(model).__name__
-    name = getattr(interaction, "registry_name", type(interaction).__name__)
-    resolve = getattr(interaction, "backend", None)
-    if resolve is None:
-        return name
     parameter = next(model.parameters())
-    device = torch.device(device) if device is not None else parameter.device
     embed_dim = model.embedding.embedding.embedding_dim if hasattr(model, "embedding") else None
     attention = getattr(model, "attention", None)
     attn_dim = attention.hidden.out_features if attention is not None else None
-    return resolve(device, dtype or parameter.dtype, embed_dim, attn_dim)
+    return interaction_backend(interaction, device if device is not None else parameter.device,
+                               dtype or parameter.dtype, embed_dim, attn_dim)
+
+
+def interaction_backend(interaction: nn.Module, device: torch.device | str, dtype: torch.dtype,
+                        embed_dim: int | None, attn_dim: int | None) -> str:
+    """The name of the code that runs the implementation `interaction` at these settings: its own
+    registered name, or what its `backend(...)` resolves to (see running_backend)."""
+    name = getattr(interaction, "registry_name", type(interaction).__name__)
+    resolve = getattr(interaction, "backend", None)
+    return name if resolve is None else resolve(torch.device(device), dtype, embed_dim, attn_dim)

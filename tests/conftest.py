@@ -36,6 +36,20 @@ def make_tiny_dataset(rows=3000, field_dims=(4, 5, 3, 6), seed=0) -> TinyDataset
 
 
 @pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """The test writes preprocessed arrays to its own folder, never to ~/.cache (a module opts in
+    with `pytestmark = pytest.mark.usefixtures("private_cache")`)."""
+    monkeypatch.setenv("CTRBENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def generated_criteo(tmp_path_factory):
+    """3000 generated rows in Kaggle's Criteo layout (~740 kB), written once per session."""
+    from ctrbench.datasets.synthetic import write_criteo_tsv
+    return write_criteo_tsv(tmp_path_factory.mktemp("criteo") / "train.txt", 3000, seed=0)
+
+
+@pytest.fixture
 def tiny_dataset():
     return make_tiny_dataset()
 

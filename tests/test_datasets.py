@@ -16,10 +16,7 @@ from ctrbench.datasets import (BadInputError, Dataset, DatasetNotFoundError, Dow
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Every test writes preprocessed arrays to its own folder, never to ~/.cache."""
-    monkeypatch.setenv("CTRBENCH_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
 
 
 def check_shape(ds: Dataset, fields: int) -> None:

@@ -21,15 +21,7 @@ from ctrbench.datasets import tabular
 from ctrbench.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTRBENCH_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def criteo_3k(tmp_path_factory) -> Path:
-    """3000 generated rows in Kaggle's layout (~740 kB)."""
-    return write_criteo_tsv(tmp_path_factory.mktemp("criteo") / "train.txt", 3000, seed=0)
+pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
 
 
 def lines_of(path: Path) -> list[bytes]:
@@ -49,9 +41,9 @@ def test_id_dtype_is_the_smallest_that_embeddings_take():
 
 
 @pytest.mark.parametrize("categorical", ["vocab", "hash"])
-def test_cache_is_int32_and_memory_mapped_read_only(criteo_3k, categorical):
-    ds = load("criteo", file=str(criteo_3k), categorical=categorical, min_count=2)
-    again = load("criteo", file=str(criteo_3k), categorical=categorical, min_count=2)
+def test_cache_is_int32_and_memory_mapped_read_only(generated_criteo, categorical):
+    ds = load("criteo", file=str(generated_criteo), categorical=categorical, min_count=2)
+    again = load("criteo", file=str(generated_criteo), categorical=categorical, min_count=2)
     assert again.stats["cache_hit"]
     for loaded in (ds, again):
         assert loaded.X.dtype == np.int32 and loaded.y.dtype == np.float32
@@ -62,8 +54,8 @@ def test_cache_is_int32_and_memory_mapped_read_only(criteo_3k, categorical):
     assert meta["id_dtype"] == "int32" and meta["format"] == tabular.CACHE_FORMAT
 
 
-def test_split_view_is_an_index_not_a_copy(criteo_3k):
-    ds = load("criteo", file=str(criteo_3k), min_count=2)
+def test_split_view_is_an_index_not_a_copy(generated_criteo):
+    ds = load("criteo", file=str(generated_criteo), min_count=2)
     view = ds.view("train")
     assert view.X is ds.X and view.y is ds.y and view.index is ds.splits["train"]
     assert len(view) == len(ds.splits["train"])
@@ -217,8 +209,8 @@ def test_epoch_batches_takes_tensors_or_a_view(tmp_path):
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b)) and len(a) == len(b)
 
 
-def test_one_fm_epoch_from_the_memory_mapped_cache(criteo_3k):
-    ds = load("criteo", file=str(criteo_3k), min_count=2)
+def test_one_fm_epoch_from_the_memory_mapped_cache(generated_criteo):
+    ds = load("criteo", file=str(generated_criteo), min_count=2)
     torch.manual_seed(0)
     model = create_model("fm", ds.field_dims, interaction="sum_square")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -236,7 +228,7 @@ def test_one_fm_epoch_from_the_memory_mapped_cache(criteo_3k):
 # ---------------------------------------------------------------------------------------------
 # Faults: killed preprocessing, changed source, corrupt lines far into a file.
 
-def test_folder_left_by_a_killed_preprocessing_run_is_never_used(tmp_path, criteo_3k):
+def test_folder_left_by_a_killed_preprocessing_run_is_never_used(tmp_path, generated_criteo):
     """A child process preprocesses and is killed (os._exit) after writing every file but before the
     rename: its temporary folder is never read, and the next load builds afresh and removes it."""
     cache = tmp_path / "cache"
@@ -248,19 +240,19 @@ def test_folder_left_by_a_killed_preprocessing_run_is_never_used(tmp_path, crite
             real(*args, **kwargs)
             os._exit(9)
         tabular.preprocess = killed
-        load("criteo", file={str(criteo_3k)!r}, min_count=2, cache_dir={str(cache)!r})
+        load("criteo", file={str(generated_criteo)!r}, min_count=2, cache_dir={str(cache)!r})
     """)
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     left = [p for p in cache.iterdir()]
     assert len(left) == 1 and ".tmp-" in left[0].name and (left[0] / "X.npy").is_file()
-    ds = load("criteo", file=str(criteo_3k), min_count=2)
+    ds = load("criteo", file=str(generated_criteo), min_count=2)
     assert not ds.stats["cache_hit"] and len(ds.y) == 3000
     assert [p.name for p in cache_folders(tmp_path)] == [Path(ds.stats["cache_folder"]).name]
 
 
 @pytest.mark.parametrize("damage", ["no meta.json", "short X.npy", "older format", "bad json"])
-def test_half_written_cache_folder_is_rebuilt(tmp_path, criteo_3k, damage):
-    good = load("criteo", file=str(criteo_3k), min_count=2)
+def test_half_written_cache_folder_is_rebuilt(tmp_path, generated_criteo, damage):
+    good = load("criteo", file=str(generated_criteo), min_count=2)
     X_good = np.array(good.X)
     folder = Path(good.stats["cache_folder"])
     del good
@@ -275,10 +267,10 @@ def test_half_written_cache_folder_is_rebuilt(tmp_path, criteo_3k, damage):
     else:
         (folder / "meta.json").write_text('{"rows": ')
     assert not tabular.cache_complete(folder)
-    rebuilt = load("criteo", file=str(criteo_3k), min_count=2)
+    rebuilt = load("criteo", file=str(generated_criteo), min_count=2)
     assert not rebuilt.stats["cache_hit"] and np.array_equal(rebuilt.X, X_good)
     assert tabular.cache_complete(folder)
-    assert load("criteo", file=str(criteo_3k), min_count=2).stats["cache_hit"]
+    assert load("criteo", file=str(generated_criteo), min_count=2).stats["cache_hit"]
 
 
 def test_cache_of_a_changed_source_is_rebuilt_and_the_old_one_removed(tmp_path):
@@ -318,8 +310,8 @@ def corrupt(path: Path, line: int, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", ["number", "columns"])
 @pytest.mark.parametrize("header", [False, True])
-def test_corrupt_line_far_into_the_file_is_named(criteo_3k, kind, header, monkeypatch):
-    bad = corrupt(criteo_3k, 2345, kind)
+def test_corrupt_line_far_into_the_file_is_named(generated_criteo, kind, header, monkeypatch):
+    bad = corrupt(generated_criteo, 2345, kind)
     if header:     # the sample's layout: a header line first, so the bad line is one further down
         bad.write_bytes("\t".join(tabular.CRITEO_COLUMNS).encode() + b"\n" + bad.read_bytes())
     scans = []
@@ -333,12 +325,12 @@ def test_corrupt_line_far_into_the_file_is_named(criteo_3k, kind, header, monkey
 
 
 @pytest.mark.parametrize("kind", ["number", "columns"])
-def test_skip_drops_and_counts_a_corrupt_line_without_a_second_pass(criteo_3k, kind, monkeypatch):
+def test_skip_drops_and_counts_a_corrupt_line_without_a_second_pass(generated_criteo, kind, monkeypatch):
     """Skip mode converts numbers per block, so a bad value costs no cleaned copy of the file (the slow
     path), and gives exactly the arrays of the file without that line."""
-    bad = corrupt(criteo_3k, 1500, kind)
-    without = criteo_3k.with_name(f"without_{kind}.txt")
-    without.write_bytes(b"".join(line for k, line in enumerate(lines_of(criteo_3k), start=1) if k != 1500))
+    bad = corrupt(generated_criteo, 1500, kind)
+    without = generated_criteo.with_name(f"without_{kind}.txt")
+    without.write_bytes(b"".join(line for k, line in enumerate(lines_of(generated_criteo), start=1) if k != 1500))
 
     def no_copy(*args, **kwargs):
         raise AssertionError("the slow cleaned-copy path ran")

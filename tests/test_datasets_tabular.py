@@ -15,9 +15,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 HEADER = ["label"] + [f"I{k}" for k in range(1, 14)] + [f"C{k}" for k in range(1, 27)]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTRBENCH_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
 
 
 def criteo_rows(n: int, seed: int = 0) -> list[list[str]]:

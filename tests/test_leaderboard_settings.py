@@ -31,16 +31,16 @@ def tables(lines: list[str]) -> list[tuple[str, list[str]]]:
     return found
 
 
-def test_two_settings_of_the_same_models_make_two_tables_without_duplicates():
+def test_two_settings_of_the_same_models_make_two_tables_without_duplicates(tmp_path):
     records = [record(m, s, 0.7 + 0.01 * s + (0.02 if m == "fm" else 0)) for m in ("fm", "afm") for s in range(3)]
     records += [record(m, s, 0.6 + 0.01 * s, config={"patience": 10}) for m in ("fm", "afm") for s in range(3)]
-    found = tables(quality_section(records))
+    found = tables(quality_section(records, tmp_path))
     assert len(found) == 2
     for _, models in found:
         assert sorted(models) == ["afm", "fm"]                       # each once per table
 
 
-def test_tuned_runs_get_their_own_table_with_their_tuned_settings_in_the_row():
+def test_tuned_runs_get_their_own_table_with_their_tuned_settings_in_the_row(tmp_path):
     untuned = [record(m, s, 0.70 + 0.001 * s) for m in ("fm", "afm") for s in range(3)]
     tuned = [record("fm", s, 0.72 + 0.001 * s, config={"embedding_regularizer": 1e-5},
                     tuned={"study": "p-fm", "space_hash": "abc"},
@@ -50,26 +50,30 @@ def test_tuned_runs_get_their_own_table_with_their_tuned_settings_in_the_row():
                      hparams={"embed_dim": 16, "attn_dim": 64}, tuned={"study": "p-afm", "space_hash": "def"},
                      tuning={"trials": 6, "params": {"embedding_regularizer": 1e-4, "attn_dim": 64}, "best_trial": 1,
                              "best_validation_auc": 0.72, "sampler": "tpe"}) for s in range(3)]
-    lines = quality_section(untuned + tuned)
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "p-fm_history.png").write_bytes(b"png")       # p-afm's plots were never written
+    lines = quality_section(untuned + tuned, tmp_path)
     found = tables(lines)
     assert len(found) == 2
     (tuned_models,) = [models for heading, models in found if heading.endswith("— tuned")]
     assert sorted(tuned_models) == ["afm", "fm"]             # one table although their regularizers differ
     text = "\n".join(lines)
     assert "embedding_regularizer=1e-05" in text and "study `p-afm`, 6 trials" in text
+    assert "[history](tuning/p-fm_history.png)" in text and "p-fm_importance" not in text
+    assert "p-afm_" not in text and "plots: none in this results folder" in text
     assert not re.search(r"Training: [^\n]*embedding_regularizer", text)   # a row's setting, not the table's
     # fm's untuned runs have its default hyper-parameters: the tuned one is set against them, seed by seed
     gain = next(line for line in text.splitlines() if line.startswith("| fm ") and "+0.0200" in line)
     assert "0.7210" in gain and "0.7010" in gain and "p=0 (constant gap)" in gain
 
 
-def test_a_continued_study_shows_only_its_latest_best():
+def test_a_continued_study_shows_only_its_latest_best(tmp_path):
     def tuned_run(seed, trials, attn_dim, auc):
         return record("afm", seed, auc, hparams={"embed_dim": 16, "attn_dim": attn_dim},
                       tuned={"study": "p-afm", "space_hash": "def"},
                       tuning={"trials": trials, "params": {"attn_dim": attn_dim}, "best_trial": 0,
                               "best_validation_auc": 0.7, "sampler": "tpe"})
     records = [tuned_run(s, 4, 16, 0.70) for s in range(2)] + [tuned_run(s, 8, 64, 0.71) for s in range(2)]
-    ((_, models),) = tables(quality_section(records))
+    ((_, models),) = tables(quality_section(records, tmp_path))
     assert models == ["afm"]
-    assert "attn_dim=64" in "\n".join(quality_section(records))
+    assert "attn_dim=64" in "\n".join(quality_section(records, tmp_path))

@@ -3,7 +3,6 @@ streams a set above `protocol.STREAM_ROWS` rows, the training loop takes a view 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import torch
 from torch import nn
 
 from ctrbench.datasets import load
-from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.models import create_model
 from ctrbench.report import leaderboard
 from ctrbench.training import protocol
@@ -21,15 +19,7 @@ from ctrbench.training.train import TrainConfig, evaluate, train_epoch
 FAST = TrainConfig(max_epochs=2, batch_size=256, patience=2)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTRBENCH_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def criteo_2k(tmp_path_factory) -> Path:
-    """2000 generated rows in Kaggle's layout."""
-    return write_criteo_tsv(tmp_path_factory.mktemp("criteo") / "train.txt", 2000, seed=0)
+pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
 
 
 class RowCounter(nn.Module):
@@ -45,9 +35,9 @@ class RowCounter(nn.Module):
         return self.model(x)
 
 
-def test_large_memory_mapped_set_streams_through_the_protocol(criteo_2k, monkeypatch):
+def test_large_memory_mapped_set_streams_through_the_protocol(generated_criteo, monkeypatch):
     monkeypatch.setattr(protocol, "STREAM_ROWS", 1000)
-    dataset = load("criteo", file=str(criteo_2k), min_count=2)
+    dataset = load("criteo", file=str(generated_criteo), min_count=2)
     assert isinstance(dataset.X, np.memmap) and protocol.streams(dataset)
     spec = RunSpec("criteo", "fm", "sum_square", seed=0, config=FAST)
     records = [run_one(spec, dataset) for _ in range(2)]
@@ -58,16 +48,16 @@ def test_large_memory_mapped_set_streams_through_the_protocol(criteo_2k, monkeyp
                                      for i, h in enumerate(records[1]["history"])]
 
 
-def test_small_set_keeps_the_tensor_path_and_its_record(criteo_2k):
-    dataset = load("criteo", file=str(criteo_2k), min_count=2)
-    assert not protocol.streams(dataset)              # 2000 rows, far below STREAM_ROWS
+def test_small_set_keeps_the_tensor_path_and_its_record(generated_criteo):
+    dataset = load("criteo", file=str(generated_criteo), min_count=2)
+    assert not protocol.streams(dataset)              # 3000 rows, far below STREAM_ROWS
     record = run_one(RunSpec("criteo", "fm", "sum_square", seed=0, config=FAST), dataset)
     assert "data_path" not in record
 
 
-def test_streamed_split_checks_feature_ids(criteo_2k, monkeypatch):
+def test_streamed_split_checks_feature_ids(generated_criteo, monkeypatch):
     monkeypatch.setattr(protocol, "STREAM_ROWS", 1000)
-    dataset = load("criteo", file=str(criteo_2k), min_count=2)
+    dataset = load("criteo", file=str(generated_criteo), min_count=2)
     too_small = list(dataset.field_dims)
     too_small[3] = 1                                  # ids of field 3 past its first fall outside
     dataset.field_dims = too_small
@@ -75,8 +65,8 @@ def test_streamed_split_checks_feature_ids(criteo_2k, monkeypatch):
         protocol.train_and_test(RunSpec("criteo", "fm", "sum_square", seed=0, config=FAST), dataset)
 
 
-def test_train_epoch_sees_every_row_once_from_a_view_and_from_tensors(criteo_2k):
-    dataset = load("criteo", file=str(criteo_2k), min_count=2)
+def test_train_epoch_sees_every_row_once_from_a_view_and_from_tensors(generated_criteo):
+    dataset = load("criteo", file=str(generated_criteo), min_count=2)
     view = dataset.view("train")
     X, y = (torch.as_tensor(np.ascontiguousarray(a)) for a in view.materialize())
     for data in ((view, None), (X, y)):
@@ -90,8 +80,8 @@ def test_train_epoch_sees_every_row_once_from_a_view_and_from_tensors(criteo_2k)
         assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, X.tolist()))
 
 
-def test_evaluate_scores_a_view_as_its_tensors(criteo_2k):
-    dataset = load("criteo", file=str(criteo_2k), min_count=2)
+def test_evaluate_scores_a_view_as_its_tensors(generated_criteo):
+    dataset = load("criteo", file=str(generated_criteo), min_count=2)
     view = dataset.view("validation")
     X, y = (torch.as_tensor(np.ascontiguousarray(a)) for a in view.materialize())
     torch.manual_seed(0)

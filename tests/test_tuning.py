@@ -1,4 +1,5 @@
 """`ctrbench tune`: search spaces, bad input, studies in SQLite and PostgreSQL, several workers, a killed worker."""
+import dataclasses
 import glob
 import json
 import os
@@ -16,11 +17,14 @@ import pytest
 from optuna.trial import TrialState
 
 from ctrbench.cli import main
-from ctrbench.models import list_models, model_entry
+from ctrbench.models import list_models, model_entry, registry
 from ctrbench.report.leaderboard import render
+from ctrbench.training.protocol import run_grid
 from ctrbench.training.train import TrainConfig
-from ctrbench.tuning.spaces import search_space, space_hash, split_params
-from ctrbench.tuning.tuner import TuneSettings, open_storage, redact, rerun_best, tune
+from ctrbench.datasets import load
+from ctrbench.tuning.spaces import search_space, space_hash, split_params, untuned_point
+from ctrbench.tuning.tuner import (TuneSettings, make_objective, open_storage, open_study, redact, rerun_best,
+                                   tune, work)
 
 # A tiny purchase log and short runs: a trial takes about a second.
 TINY = ["--dataset", "purchase", "--data-option", "rows=2000", "--max-epochs", "2", "--threads", "1", "--quiet"]
@@ -34,7 +38,7 @@ def tiny_settings(model="fm", **kw) -> TuneSettings:
 
 # ------------------------------------------------------------------------------------------ spaces
 
-@pytest.mark.parametrize("model", ["fm", "nfm", "afm", "fwfm", "deepfm"])
+@pytest.mark.parametrize("model", ["fm", "nfm", "afm", "fwfm", "deepfm", "qafm"])
 def test_every_benchmarked_model_declares_a_space_with_its_untuned_point(model):
     space = search_space(model)
     defaults = {name: default for name, (default, _) in model_entry(model).hparams.items()}
@@ -67,7 +71,6 @@ def test_redact_hides_the_password():
 
 @pytest.mark.parametrize("arguments, says", [
     (["--models", "nosuchmodel", "--trials", "2"], "unknown model 'nosuchmodel'"),
-    (["--models", "qafm", "--trials", "2"], "empty search space"),
     (["--models", "fm", "--trials", "2", "--storage", "not a url"], "not a database URL"),
     (["--models", "fm", "--trials", "2", "--storage", "nosuchdialect://x/y"], "cannot open the study storage"),
     (["--models", "fm", "--trials", "2", "--storage", "postgresql://u:pw@127.0.0.1:1/none"],
@@ -82,6 +85,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, says):
     assert "pw" not in err.replace("***", "")
 
 
+def test_a_model_without_a_space_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(registry._MODELS, "fm", dataclasses.replace(model_entry("fm"), search_space={}))
+    code = main(["tune", *TINY, "--results-dir", str(tmp_path), "--models", "fm", "--trials", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "empty search space" in err and err.count("\n") == 1, err
+
+
 # ------------------------------------------------------------------------------- one SQLite study
 
 def test_tune_reaches_the_budget_continues_and_refuses_other_settings(tmp_path):
@@ -93,6 +103,46 @@ def test_tune_reaches_the_budget_continues_and_refuses_other_settings(tmp_path):
     assert len({t.number for t in study.trials}) == len(study.trials)
     with pytest.raises(ValueError, match="exists with other settings"):
         tune(tiny_settings(seed=1), storage, trials=5, study_name="s", progress=False)
+
+
+def test_the_untuned_point_is_the_first_trial_and_is_queued_once(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = tune(tiny_settings(), storage, trials=2, study_name="u", progress=False)
+    first = study.trials[0]
+    assert first.params == {"embedding_regularizer": 0.0} and first.user_attrs.get("untuned")
+    study = tune(tiny_settings(), storage, trials=3, study_name="u", progress=False)      # continued
+    assert sum(bool(t.user_attrs.get("untuned")) for t in study.trials) == 1
+    assert study.best_value >= first.value
+
+
+def test_a_study_begun_without_the_untuned_point_gets_it_when_continued(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    settings = tiny_settings()
+    old = optuna.create_study(study_name="old", storage=storage, direction="maximize")    # as before the rule
+    old.set_user_attr("identity", json.loads(json.dumps(settings.identity(), default=str)))
+    old.enqueue_trial({"embedding_regularizer": 1e-4})
+    old.optimize(make_objective(settings, load("purchase", rows=2000), old, 2), n_trials=1)
+    study = tune(settings, storage, trials=2, study_name="old", progress=False)
+    done = [t for t in study.trials if t.state in FINISHED]
+    assert [t.params["embedding_regularizer"] for t in done] == [1e-4, 0.0]
+
+
+def test_a_space_without_the_configs_setting_queues_nothing():
+    assert untuned_point("fm", {"embedding_regularizer": [1e-5, 1e-4]}, TrainConfig()) is None
+    assert untuned_point("afm", search_space("afm"), TrainConfig()) == {"attn_dim": 16, "dropout": 0.2,
+                                                                         "embedding_regularizer": 0.0}
+
+
+def test_a_duplicate_untuned_trial_is_surplus_not_trained_twice(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    settings = tiny_settings()
+    study = open_study(settings, storage, "race", budget=2)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"untuned": True},
+                                              system_attrs={"fixed_params": {"embedding_regularizer": 0.0}}))
+    work(study, make_objective(settings, load("purchase", rows=2000), study, 2), 2, progress=False)
+    trials = study.trials
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs.get("surplus")
+    assert sum(t.state in FINISHED for t in trials) == 2
 
 
 def test_grid_sampler_caps_the_budget_at_the_grid(tmp_path):
@@ -117,6 +167,16 @@ def test_tuned_rerun_records_and_their_own_table(tmp_path):
           "--results-dir", str(tmp_path)])
     markdown, _ = render(tmp_path)
     assert markdown.count("— tuned") == 1 and "study `t`, 2 trials" in markdown
+
+
+def test_a_stored_rerun_is_described_anew_not_trained_again(tmp_path):
+    options = dict(dataset_options={"rows": 2000}, config=TrainConfig(batch_size=512, max_epochs=1, patience=1),
+                   progress=False, log=lambda message: None, tuned={"study": "s", "space_hash": "h"})
+    first = run_grid("purchase", ["fm"], ["sum_square"], [0], tmp_path, record_extra={"tuning": {"trials": 5}}, **options)
+    again = run_grid("purchase", ["fm"], ["sum_square"], [0], tmp_path, record_extra={"tuning": {"trials": 6}}, **options)
+    assert again[0]["tuning"] == {"trials": 6} and again[0]["wall_seconds"] == first[0]["wall_seconds"]
+    (path,) = (tmp_path / "runs" / "purchase").glob("*.json")
+    assert json.loads(path.read_text())["tuning"] == {"trials": 6}
 
 
 def test_cli_tune_writes_plots_and_the_leaderboard(tmp_path, capsys):

@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, interaction_entry,
-                             list_interactions, list_models, model_entry, running_backend)
+from ctrbench.models import (ATTENTION_POOLED, available_pairs, create_model, interaction_backend,
+                             interaction_entry, list_interactions, list_models, model_entry, running_backend)
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.pairs import num_pairs
 
@@ -328,13 +328,6 @@ def compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
-def layer_backend(module: torch.nn.Module, device, dtype: torch.dtype, embed_dim: int) -> str:
-    """The code that runs a layer cell's implementation (a fallback names itself, see running_backend)."""
-    resolve = getattr(module, "backend", None)
-    name = getattr(module, "registry_name", type(module).__name__)
-    return name if resolve is None else resolve(torch.device(device), dtype, embed_dim, ATTN_DIM)
-
-
 def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tensor]:
     """A closure running the cell's work once; its result is returned so nothing is optimised away.
     `step.backend` names the code that runs it."""
@@ -354,7 +347,7 @@ def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tenso
         def run():
             with torch.no_grad():
                 return forward()
-        run.backend = layer_backend(module, device, dtype, cell.embed_dim)
+        run.backend = interaction_backend(module, device, dtype, cell.embed_dim, ATTN_DIM)
         return run
 
     def run_train():
@@ -362,7 +355,7 @@ def layer_step(cell: LayerCell, device: str = "cpu") -> Callable[[], torch.Tenso
         out.sum().backward()
         emb.grad = None
         return out
-    run_train.backend = layer_backend(module, device, dtype, cell.embed_dim)
+    run_train.backend = interaction_backend(module, device, dtype, cell.embed_dim, ATTN_DIM)
     return run_train
 
 

@@ -173,6 +173,7 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
     run = train_and_test(spec, dataset, progress, evaluate_fn, rank, world_size, model_wrapper, device)
     result, peak = run.fit, run.peak
     device = next(run.model.parameters()).device
+    # The key holds `compile` only when on (old keys stay valid); every record states it either way.
     return {
         "schema": SCHEMA, "kind": "run", "key": spec.key(), **spec.identity(), "compile": spec.compile,
         "embedding_optimizer": spec.config.embedding_optimizer,
@@ -227,7 +228,8 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     and a restart skips what is done. `distributed` (a `ctrbench.training.distributed.Distributed`, under
     torchrun) trains every run on all ranks; rank 0 decides what is pending and alone writes records.
     `tuned` marks the runs as a tuned configuration's re-run (part of their key, see `RunSpec.tuned`);
-    `record_extra` is added to each new record (the tuner's trial count and best trial).
+    `record_extra` is added to each new record (the tuner's trial count and best trial), and replaces
+    those fields of a stored record it skips.
     """
     config = config or TrainConfig()
     hparams = hparams or {}
@@ -246,7 +248,13 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
         for spec in specs:
             path = spec.record_path(results_dir)
             try:
-                records.append(read_record(path))
+                record = read_record(path)
+                if record_extra and any(record.get(k) != v for k, v in record_extra.items()):
+                    # the same run, described anew (a continued study whose best is unchanged: its trial count)
+                    record.update(json.loads(json.dumps(record_extra, default=str)))
+                    if distributed is None or distributed.rank == 0:
+                        write_record(path, record)
+                records.append(record)
                 done += 1
                 log(f"[{done}/{total}] {spec.model}/{spec.interaction} seed {seed}: already stored, skipped")
             except ValueError as error:

@@ -123,15 +123,22 @@ def model_device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def data_device(X: torch.Tensor | SplitView, model: nn.Module) -> torch.device:
+    """Where work on X happens: a tensor's own device (the caller put it there), else the model's (a
+    split view's batches are moved there one at a time)."""
+    return X.device if isinstance(X, torch.Tensor) else model_device(model)
+
+
 def device_batches(X, y, batch_size: int, device: torch.device, shuffle: bool = False,
                    generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1,
                    shard: str = "batches", block_options: dict | None = None):
     """Batches of in-memory tensors (X, y), gathered where they are, or of a split view (X a
     `SplitView`, y None: read from the memory-mapped file in bounded blocks by `block_batches`, which
     takes `block_options` (block_rows, window_blocks)) moved to `device` one batch at a time. The one
-    place the training loop tells the two apart."""
+    place the training loop tells the two apart. y None for tensors (prediction): the label slot of
+    each batch then holds X's first column, unused."""
     if not isinstance(X, SplitView):
-        return batches(X, y, batch_size, shuffle, generator, rank, world_size, shard)
+        return batches(X, X[:, 0] if y is None else y, batch_size, shuffle, generator, rank, world_size, shard)
     non_blocking = device.type == "cuda"     # from pageable memory torch stages the copy: no pinning needed
     return ((xb.to(device, non_blocking=non_blocking), yb.to(device, non_blocking=non_blocking))
             for xb, yb in block_batches(X, batch_size, shuffle, generator, rank, world_size, shard,
@@ -156,7 +163,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Ten
     distributed = world_size > 1
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum" if distributed else "mean")
     rows = len(X)
-    device = X.device if isinstance(X, torch.Tensor) else model_device(model)
+    device = data_device(X, model)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     steps = device_batches(X, y, batch_size, device, shuffle=True, generator=generator, rank=rank,
                            world_size=world_size, shard="rows", block_options=block_options)
@@ -186,11 +193,8 @@ def predict_on_device(model: nn.Module, X: torch.Tensor | SplitView, batch_size:
     """Click probabilities (rows,) float32 for every row of X, in eval mode, left on X's device (for a
     split view, in index order, on the model's device)."""
     model.eval()
-    if isinstance(X, torch.Tensor):
-        device, steps = X.device, batches(X, X[:, 0], batch_size)
-    else:
-        device = model_device(model)
-        steps = device_batches(X, None, batch_size, device)
+    device = data_device(X, model)
+    steps = device_batches(X, None, batch_size, device)
     parts = [torch.sigmoid(model(xb)).float() for xb, _ in steps]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=device)
 
@@ -212,7 +216,7 @@ def scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
 
 def evaluate(model: nn.Module, X: torch.Tensor | SplitView, y: torch.Tensor | None, batch_size: int = 8192) -> dict:
     """AUC, logloss, and inference throughput (samples/s) on (X, y), or on a split view X (y None)."""
-    device = X.device if isinstance(X, torch.Tensor) else model_device(model)
+    device = data_device(X, model)
     synchronize(device)
     start = time.perf_counter()
     probabilities = predict(model, X, batch_size)

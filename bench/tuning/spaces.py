@@ -38,6 +38,20 @@ def grid_size(space: dict) -> int:
     return math.prod(len(values) for values in space.values())
 
 
+def untuned_point(model: str, space: dict, config: TrainConfig) -> dict | None:
+    """The space's point that an untuned run with `config` trains (the model's default hyper-parameters,
+    the config's settings), or None where the space does not hold it."""
+    defaults = {name: default for name, (default, _) in model_entry(model).hparams.items()}
+    point = {}
+    for name, values in space.items():
+        untuned = defaults[name] if name in defaults else getattr(config, name)
+        matches = [value for value in values if value == untuned]
+        if not matches:
+            return None
+        point[name] = matches[0]          # the space's own value (and type), as the sampler would give it
+    return point
+
+
 def split_params(model: str, params: dict, config: TrainConfig) -> tuple[dict, TrainConfig]:
     """A trial's params as (the model's hyper-parameters, the training config with its settings applied)."""
     hparams = {k: v for k, v in params.items() if k in model_entry(model).hparams}

@@ -36,7 +36,7 @@ from ctrbench.models import model_entry
 from ctrbench.training.protocol import RunSpec, run_grid, train_and_test
 from ctrbench.training.train import TrainConfig
 
-from .spaces import grid_size, search_space, space_hash, split_params
+from .spaces import grid_size, search_space, space_hash, split_params, untuned_point
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_S = 10          # a running trial's heartbeat; one silent for GRACE_S is taken as dead
@@ -159,7 +159,17 @@ def open_study(settings: TuneSettings, storage: RDBStorage, name: str, budget: i
         changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
         raise ValueError(f"study {name!r} exists with other settings ({', '.join(changed)} differ); "
                          "name another study (--study) or drop the option that changed")
+    enqueue_untuned(study, settings)
     return study
+
+
+def enqueue_untuned(study: optuna.Study, settings: TuneSettings) -> None:
+    """Queue the untuned configuration as the study's next trial unless some trial already has it (the
+    grid has it anyway): the best trial is then never one the untuned run beats on validation, and a
+    study started before this rule gets the point when it is continued."""
+    point = untuned_point(settings.model, settings.space, settings.config)
+    if settings.sampler != "grid" and point is not None:
+        study.enqueue_trial(point, user_attrs={"untuned": True}, skip_if_exists=True)
 
 
 def count(study: optuna.Study, states) -> int:
@@ -181,6 +191,11 @@ def make_objective(settings: TuneSettings, dataset, study: optuna.Study, budget:
         if ahead >= budget:
             trial.set_user_attr("surplus", True)
             raise Surplus(f"trial {trial.number}: the budget of {budget} was taken by earlier trials")
+        if trial.user_attrs.get("untuned") and any(
+                t.number < trial.number and t.user_attrs.get("untuned") and t.state != TrialState.FAIL
+                for t in study.get_trials(deepcopy=False)):
+            trial.set_user_attr("surplus", True)       # two workers queued it at once (enqueue_untuned)
+            raise Surplus(f"trial {trial.number}: the untuned point is queued or run by an earlier trial")
         params = {name: trial.suggest_categorical(name, values) for name, values in settings.space.items()}
         for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if earlier.params == params:     # the sampler proposed a point already trained: same seed, same value
