@@ -92,6 +92,31 @@ def test_a_model_without_a_space_is_one_line_and_exit_2(tmp_path, capsys, monkey
     assert code == 2 and "empty search space" in err and err.count("\n") == 1, err
 
 
+def take_queued_trial(url: str, name: str, start: float, taken) -> None:
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    study.get_trials()                                      # connected before the start
+    while time.time() < start:
+        pass
+    taken.put(study._pop_waiting_trial_id())
+
+
+def test_a_queued_trial_is_taken_by_one_worker_only_on_sqlite(tmp_path):
+    # Without BEGIN IMMEDIATE (serialize_sqlite_transactions) 2 to 6 of 6 processes took the one trial here.
+    import multiprocessing
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    context = multiprocessing.get_context("fork")       # quick to start; the children open their own storage
+    for round_ in range(3):
+        optuna.create_study(study_name=f"q{round_}", storage=open_storage(url)).enqueue_trial({"x": 1})
+        taken, start = context.Queue(), time.time() + 3
+        workers = [context.Process(target=take_queued_trial, args=(url, f"q{round_}", start, taken))
+                   for _ in range(6)]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(60)
+        assert sum(taken.get(timeout=10) is not None for _ in workers) == 1
+
+
 # ------------------------------------------------------------------------------- one SQLite study
 
 def test_tune_reaches_the_budget_continues_and_refuses_other_settings(tmp_path):
@@ -131,6 +156,30 @@ def test_a_space_without_the_configs_setting_queues_nothing():
     assert untuned_point("fm", {"embedding_regularizer": [1e-5, 1e-4]}, TrainConfig()) is None
     assert untuned_point("afm", search_space("afm"), TrainConfig()) == {"attn_dim": 16, "dropout": 0.2,
                                                                          "embedding_regularizer": 0.0}
+
+
+def test_repeats_are_not_counted_and_an_untried_point_takes_their_place(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    settings = tiny_settings()
+    points = len(search_space("fm")["embedding_regularizer"])
+    study = tune(settings, storage, trials=points, study_name="r", progress=False)      # every point, once
+    counted_trials = [t for t in study.trials if t.state in FINISHED]
+    assert sorted(t.params["embedding_regularizer"] for t in counted_trials) == sorted(
+        search_space("fm")["embedding_regularizer"])
+    for repeat in [t for t in study.trials if "repeat_of" in t.user_attrs]:
+        assert repeat.state == TrialState.FAIL                          # not trained, not in the budget
+        assert any(t.user_attrs.get("in_place_of") == repeat.number for t in study.trials)
+    study = tune(settings, storage, trials=points + 5, study_name="r", progress=False)  # the space is the cap
+    assert sum(t.state in FINISHED for t in study.trials) == points
+
+
+def test_the_untuned_trial_is_never_pruned(tmp_path, monkeypatch):
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)     # a pruner that prunes all
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    study = tune(tiny_settings(), storage, trials=2, study_name="p", progress=False)
+    first, second = [t for t in study.trials if t.state in FINISHED]
+    assert first.user_attrs.get("untuned") and first.state == TrialState.COMPLETE
+    assert second.state == TrialState.PRUNED
 
 
 def test_a_duplicate_untuned_trial_is_surplus_not_trained_twice(tmp_path):
@@ -266,7 +315,8 @@ def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path):
     by_worker = [t.user_attrs["worker"] for t in finished]
     assert len({t.number for t in finished}) == 6 and all(by_worker)
     everything = optuna.load_study(study_name=study, storage=storage_url).trials
-    assert all(t.user_attrs.get("surplus") for t in everything if t.state == TrialState.FAIL)
+    assert all(t.user_attrs.get("surplus") or "repeat_of" in t.user_attrs
+               for t in everything if t.state == TrialState.FAIL)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from ctrbench.models import list_models
 from ctrbench.training.train import TrainConfig
 
 from .plots import write_study_plots
-from .tuner import (FINISHED, GRACE_S, HEARTBEAT_S, TuneSettings, count, default_storage, open_storage, redact,
+from .tuner import (GRACE_S, HEARTBEAT_S, TuneSettings, default_storage, finished_points, open_storage, redact,
                     rerun_best, tune)
 
 # BARS's training protocol for its tuned Frappe and Criteo rows: batch 4096, Adam 1e-3, early stop patience 2.
@@ -32,7 +32,9 @@ def add_tune_parser(commands) -> None:
     add_data_arguments(parser)
     parser.add_argument("--models", type=comma_list, required=True,
                         help=f"comma-separated, from {', '.join(list_models())}")
-    parser.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials per study")
+    parser.add_argument("--trials", type=int, required=True,
+                        help="finished (complete or pruned) trials of distinct points per study, the whole space "
+                             "at most; the first is the untuned configuration, trained to the end")
     parser.add_argument("--storage", help="database URL (default sqlite:///RESULTS/studies/studies.db)")
     parser.add_argument("--study", help="study name (several models: NAME-<model>); default "
                                         "<dataset>-<model>-<hash of the settings>")
@@ -79,7 +81,7 @@ def command_tune(args) -> int:
     for setting in settings:
         name = None if not args.study else args.study if len(settings) == 1 else f"{args.study}-{setting.model}"
         study = tune(setting, storage, args.trials, name, args.timeout, progress=not args.quiet)
-        print(f"study {study.study_name} ({redact(url)}): {count(study, FINISHED)} finished trials, best "
+        print(f"study {study.study_name} ({redact(url)}): {finished_points(study)} finished trials, best "
               f"validation AUC {study.best_value:.4f} with {study.best_params}")
         for path in write_study_plots(study, args.results_dir):
             print(f"plot: {path}")

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
+import random
 import socket
 import time
 import warnings
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 import optuna.storages
+import sqlalchemy
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
@@ -56,6 +59,11 @@ class Surplus(Exception):
     """The study's budget was already taken by trials numbered before this one."""
 
 
+class Repeat(Surplus):
+    """The sampler proposed a point an earlier trial has tried: not trained again and not counted (TPE
+    repeats itself on small categorical spaces); an untried point is queued in its place."""
+
+
 def default_storage(results_dir: Path) -> str:
     """An SQLite file under the results folder: embedded, nothing to start."""
     path = (Path(results_dir) / "studies" / "studies.db").resolve()
@@ -75,6 +83,25 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://…" if "://" in url else "<unparsable URL>"
 
 
+def serialize_sqlite_transactions(engine) -> None:
+    """Make every transaction on this SQLite engine begin IMMEDIATE (take the write lock up front).
+
+    Python's sqlite3 opens no transaction before a SELECT, so Optuna's read-then-write steps, such as
+    taking a queued trial (WAITING -> RUNNING), can interleave between two workers and both take it;
+    PostgreSQL locks the row instead (SELECT ... FOR UPDATE). Seen with two workers starting on one
+    study: both ran the queued first trial and the second to finish could not report it. One writer at
+    a time is cheap next to a trial; the 60 s busy timeout covers the wait."""
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def no_implicit_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None         # sqlite3 stops issuing BEGIN on its own
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()                                      # connections opened before the hooks are dropped
+
+
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> RDBStorage:
     """Optuna's RDB storage with heartbeats and retries of dead trials; ValueError in one line when the
     URL is malformed, its driver missing or the database unreachable."""
@@ -90,8 +117,11 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         try:
             with warnings.catch_warnings():    # heartbeats and retries are marked experimental; we rely on them
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                                  grace_period=grace_s, heartbeat_stale_trial_callback=RETRY(max_retry=MAX_RETRIES))
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                     grace_period=grace_s, heartbeat_stale_trial_callback=RETRY(max_retry=MAX_RETRIES))
+            if url.startswith("sqlite"):
+                serialize_sqlite_transactions(storage.engine)
+            return storage
         except Exception as error:  # noqa: BLE001 - SQLAlchemy's many kinds all mean: no usable database
             text = f"{type(error).__name__}: {error}"
             # Workers that start together on a new database race to create its tables; the loser sees
@@ -168,12 +198,41 @@ def enqueue_untuned(study: optuna.Study, settings: TuneSettings) -> None:
     grid has it anyway): the best trial is then never one the untuned run beats on validation, and a
     study started before this rule gets the point when it is continued."""
     point = untuned_point(settings.model, settings.space, settings.config)
-    if settings.sampler != "grid" and point is not None:
-        study.enqueue_trial(point, user_attrs={"untuned": True}, skip_if_exists=True)
+    if settings.sampler == "grid" or point is None:
+        return
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE and counted(trial) and trial.params == point:
+            return                      # trained to the end already (a pruned one is run again, unpruned)
+        if trial.state in (TrialState.WAITING, TrialState.RUNNING) and trial.user_attrs.get("untuned"):
+            return
+    study.enqueue_trial(point, user_attrs={"untuned": True})
 
 
-def count(study: optuna.Study, states) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False, states=states))
+def enqueue_untried(study: optuna.Study, settings: TuneSettings, in_place_of: int) -> None:
+    """Queue a point of the space that no trial has tried or holds, drawn with a seed (nothing where
+    every point is taken)."""
+    names = list(settings.space)
+    taken = set()
+    for trial in study.get_trials(deepcopy=False):
+        params = trial.system_attrs.get("fixed_params", trial.params) if trial.state == TrialState.WAITING \
+            else trial.params
+        if trial.state != TrialState.FAIL and counted(trial) and set(params) == set(names):
+            taken.add(tuple(params[name] for name in names))
+    untried = [combo for combo in itertools.product(*settings.space.values()) if combo not in taken]
+    if untried:
+        choice = random.Random(f"{settings.seed}:{in_place_of}").choice(untried)
+        study.enqueue_trial(dict(zip(names, choice)), user_attrs={"in_place_of": in_place_of})
+
+
+def counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial takes a place in the budget: not failed, not a repeat of an earlier point
+    (studies made before repeats were failed hold them as complete, marked `repeat_of`)."""
+    return trial.state != TrialState.FAIL and "repeat_of" not in trial.user_attrs
+
+
+def finished_points(study: optuna.Study) -> int:
+    """Finished (complete or pruned) trials of distinct points: what `--trials` counts."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if counted(t))
 
 
 def best_line(study: optuna.Study) -> str:
@@ -186,8 +245,7 @@ def best_line(study: optuna.Study) -> str:
 def make_objective(settings: TuneSettings, dataset, study: optuna.Study, budget: int):
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        ahead = sum(1 for t in study.get_trials(deepcopy=False)
-                    if t.number < trial.number and t.state != TrialState.FAIL)
+        ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and counted(t))
         if ahead >= budget:
             trial.set_user_attr("surplus", True)
             raise Surplus(f"trial {trial.number}: the budget of {budget} was taken by earlier trials")
@@ -197,17 +255,19 @@ def make_objective(settings: TuneSettings, dataset, study: optuna.Study, budget:
             trial.set_user_attr("surplus", True)       # two workers queued it at once (enqueue_untuned)
             raise Surplus(f"trial {trial.number}: the untuned point is queued or run by an earlier trial")
         params = {name: trial.suggest_categorical(name, values) for name, values in settings.space.items()}
-        for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if earlier.params == params:     # the sampler proposed a point already trained: same seed, same value
+        untuned = bool(trial.user_attrs.get("untuned"))
+        for earlier in study.get_trials(deepcopy=False, states=FINISHED):
+            if earlier.params == params and counted(earlier) and not untuned:
                 trial.set_user_attr("repeat_of", earlier.number)
-                return earlier.value
+                enqueue_untried(study, settings, trial.number)
+                raise Repeat(f"trial {trial.number}: the point of trial {earlier.number} again")
         hparams, config = split_params(settings.model, params, settings.config)
         spec = RunSpec(settings.dataset, settings.model, settings.interaction, settings.seed, hparams,
                        settings.dataset_options, config, settings.device)
 
         def on_epoch(entry: dict) -> None:
             trial.report(entry["val_auc"], entry["epoch"])
-            if trial.should_prune():
+            if not untuned and trial.should_prune():      # the untuned reference is always trained to the end
                 raise optuna.TrialPruned(f"epoch {entry['epoch']}: validation AUC {entry['val_auc']:.4f}")
 
         run = train_and_test(spec, dataset, on_epoch=on_epoch)
@@ -222,18 +282,18 @@ def work(study: optuna.Study, objective, budget: int, timeout: float | None = No
     """Run trials until the study has `budget` finished ones (waiting for other workers' trials in flight,
     which finish or go stale and come back as retries) or `timeout` seconds pass; returns the finished count."""
     start = time.monotonic()
-    bar = tqdm(total=budget, initial=min(count(study, FINISHED), budget), desc=study.study_name,
+    bar = tqdm(total=budget, initial=min(finished_points(study), budget), desc=study.study_name,
                disable=not progress, leave=True)
     try:
         while True:
-            finished = count(study, FINISHED)
+            finished = finished_points(study)
             bar.n = min(finished, budget)
             bar.set_postfix(best=best_line(study))
             bar.refresh()
             if finished >= budget or (timeout is not None and time.monotonic() - start > timeout):
                 return finished
             trials = study.get_trials(deepcopy=False)
-            open_ = sum(1 for t in trials if t.state != TrialState.FAIL)
+            open_ = sum(1 for t in trials if counted(t))
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if open_ >= budget and not waiting:
                 time.sleep(poll_s)           # the rest run elsewhere: wait for them to end or go silent
@@ -251,9 +311,10 @@ def rerun_best(study: optuna.Study, settings: TuneSettings, seeds: list[int], re
     """The best trial's configuration through the ordinary protocol on `seeds`; records say tuned."""
     best = study.best_trial
     hparams, config = split_params(settings.model, best.params, settings.config)
-    finished = count(study, FINISHED)
+    finished = finished_points(study)
+    complete = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if counted(t))
     tuned = {"study": study.study_name, "space_hash": space_hash(settings.space)}
-    extra = {"tuning": {"study": study.study_name, "trials": finished, "complete": count(study, (TrialState.COMPLETE,)),
+    extra = {"tuning": {"study": study.study_name, "trials": finished, "complete": complete,
                         "best_trial": best.number, "best_validation_auc": best.value, "params": best.params,
                         "space": settings.space, "sampler": settings.sampler, "seed": settings.seed}}
     return run_grid(settings.dataset, [settings.model], [settings.interaction], seeds, results_dir, hparams=hparams,
@@ -263,13 +324,13 @@ def rerun_best(study: optuna.Study, settings: TuneSettings, seeds: list[int], re
 
 def tune(settings: TuneSettings, storage: RDBStorage, trials: int, study_name: str | None = None,
          timeout: float | None = None, progress: bool = True) -> optuna.Study:
-    """Open (or continue) the study and work on it until it has `trials` finished trials."""
+    """Open (or continue) the study and work on it until it has `trials` finished trials of distinct
+    points (the whole space at most)."""
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
-    if settings.sampler == "grid":
-        trials = min(trials, grid_size(settings.space))
+    trials = min(trials, grid_size(settings.space))
     study = open_study(settings, storage, study_name or settings.default_study_name(), trials)
-    if count(study, FINISHED) < trials:
+    if finished_points(study) < trials:
         dataset = load(settings.dataset, data_dir=settings.data_dir, seed=settings.seed, **settings.dataset_options)
         work(study, make_objective(settings, dataset, study, trials), trials, timeout, progress)
     return study
