@@ -55,7 +55,7 @@ def test_tuned_runs_get_their_own_table_with_their_tuned_settings_in_the_row(tmp
     lines = quality_section(untuned + tuned, tmp_path)
     found = tables(lines)
     assert len(found) == 2
-    (tuned_models,) = [models for heading, models in found if heading.endswith("— tuned")]
+    (tuned_models,) = [models for heading, models in found if heading.endswith("— tuned (tpe, pruning from epoch 2)")]
     assert sorted(tuned_models) == ["afm", "fm"]             # one table although their regularizers differ
     text = "\n".join(lines)
     assert "embedding_regularizer=1e-05" in text and "study `p-afm`, 6 trials" in text
@@ -77,3 +77,17 @@ def test_a_continued_study_shows_only_its_latest_best(tmp_path):
     ((_, models),) = tables(quality_section(records, tmp_path))
     assert models == ["afm"]
     assert "attn_dim=64" in "\n".join(quality_section(records, tmp_path))
+
+
+def test_studies_that_searched_differently_get_tables_of_their_own(tmp_path):
+    def tuned_run(seed, study, **tuning):
+        return record("fm", seed, 0.7 + 0.001 * seed, config={"embedding_regularizer": 1e-5},
+                      tuned={"study": study, "space_hash": "abc"},
+                      tuning={"trials": 6, "params": {"embedding_regularizer": 1e-5}, "best_trial": 1,
+                              "best_validation_auc": 0.7, "sampler": "tpe", **tuning})
+    records = [tuned_run(s, "old") for s in range(2)]                            # made before it was recorded
+    records += [tuned_run(s, "new", prune_from_epoch=10) for s in range(2)]
+    records += [tuned_run(s, "free", prune_from_epoch=None) for s in range(2)]
+    headings = sorted(heading.split(" — ")[1] for heading, _ in tables(quality_section(records, tmp_path)))
+    assert headings == ["tuned (tpe, no pruning)", "tuned (tpe, pruning from epoch 10)",
+                        "tuned (tpe, pruning from epoch 2)"]

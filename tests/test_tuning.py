@@ -76,6 +76,7 @@ def test_redact_hides_the_password():
     (["--models", "fm", "--trials", "2", "--storage", "postgresql://u:pw@127.0.0.1:1/none"],
      "cannot open the study storage postgresql://u:***@127.0.0.1:1/none"),
     (["--models", "fm", "--trials", "0"], "--trials must be >= 1"),
+    (["--models", "fm", "--trials", "2", "--prune-from", "0"], "--prune-from must be an epoch >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, says):
     code = main(["tune", *TINY, "--results-dir", str(tmp_path), *arguments])
@@ -180,6 +181,22 @@ def test_the_untuned_trial_is_never_pruned(tmp_path, monkeypatch):
     first, second = [t for t in study.trials if t.state in FINISHED]
     assert first.user_attrs.get("untuned") and first.state == TrialState.COMPLETE
     assert second.state == TrialState.PRUNED
+
+
+def test_pruning_starts_where_asked_and_can_be_switched_off(tmp_path, monkeypatch):
+    seen_from = []
+
+    def prune_always(self, study, trial):
+        seen_from.append(self._n_warmup_steps)
+        return True
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", prune_always)
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    pruned = tune(tiny_settings(prune_from=1), storage, trials=3, study_name="a", progress=False)
+    assert [t.state for t in pruned.trials if t.state in FINISHED] == [TrialState.COMPLETE] + [TrialState.PRUNED] * 2
+    assert set(seen_from) == {1}
+    free = tune(tiny_settings(prune_from=None), storage, trials=3, study_name="b", progress=False)
+    assert [t.state for t in free.trials if t.state in FINISHED] == [TrialState.COMPLETE] * 3
+    assert tiny_settings(prune_from=None).default_study_name() != tiny_settings().default_study_name()
 
 
 def test_a_duplicate_untuned_trial_is_surplus_not_trained_twice(tmp_path):

@@ -13,8 +13,8 @@ from ctrbench.models import list_models
 from ctrbench.training.train import TrainConfig
 
 from .plots import write_study_plots
-from .tuner import (GRACE_S, HEARTBEAT_S, TuneSettings, default_storage, finished_points, open_storage, redact,
-                    rerun_best, tune)
+from .tuner import (GRACE_S, HEARTBEAT_S, PRUNE_FROM, TuneSettings, default_storage, finished_points, open_storage,
+                    redact, rerun_best, tune)
 
 # BARS's training protocol for its tuned Frappe and Criteo rows: batch 4096, Adam 1e-3, early stop patience 2.
 TUNE_DEFAULTS = TrainConfig(batch_size=4096, lr=1e-3, patience=2, max_epochs=100)
@@ -43,6 +43,11 @@ def add_tune_parser(commands) -> None:
                                                             "sampler's (default 0)")
     parser.add_argument("--sampler", choices=("tpe", "grid"), default="tpe",
                         help="tpe (seeded) or grid (BARS-style: every point of the space, --trials at most)")
+    pruning = parser.add_mutually_exclusive_group()
+    pruning.add_argument("--prune-from", type=int, default=PRUNE_FROM, metavar="EPOCH",
+                         help="the median pruner may stop a trial from this epoch on, when its validation AUC is "
+                              f"below the median of earlier trials at that epoch (default {PRUNE_FROM})")
+    pruning.add_argument("--no-pruning", action="store_true", help="train every trial until early stopping")
     parser.add_argument("--rerun-seeds", type=seed_list, default=list(range(5)), metavar="SEEDS",
                         help="re-run the best configuration on these seeds: a count or a list (default 5)")
     parser.add_argument("--no-rerun", action="store_true",
@@ -73,7 +78,7 @@ def command_tune(args) -> int:
     config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                          embedding_regularizer=args.embedding_regularizer, net_regularizer=args.net_regularizer)
     settings = [TuneSettings(args.dataset, model, args.interaction, config, dict(args.data_option), args.device,
-                             args.seed, args.sampler, args.data_dir)
+                             args.seed, args.sampler, args.data_dir, None if args.no_pruning else args.prune_from)
                 for model in args.models]                       # every model checked before anything runs
     url = args.storage or default_storage(args.results_dir)
     storage = open_storage(url, args.heartbeat, 3 * args.heartbeat)
