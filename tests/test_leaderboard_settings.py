@@ -91,3 +91,16 @@ def test_studies_that_searched_differently_get_tables_of_their_own(tmp_path):
     headings = sorted(heading.split(" — ")[1] for heading, _ in tables(quality_section(records, tmp_path)))
     assert headings == ["tuned (tpe, no pruning)", "tuned (tpe, pruning from epoch 10)",
                         "tuned (tpe, pruning from epoch 2)"]
+
+
+def test_a_continued_study_whose_best_moved_at_the_same_count_shows_the_new_best(tmp_path):
+    # Repeats stopped counting, so a continued study can reach its old count with a new best trial.
+    def tuned_run(seed, best_trial, regularizer):
+        return record("fm", seed, 0.7, config={"embedding_regularizer": regularizer},
+                      tuned={"study": "p-fm", "space_hash": "abc"},
+                      tuning={"trials": 6, "params": {"embedding_regularizer": regularizer}, "best_trial": best_trial,
+                              "best_validation_auc": 0.69, "sampler": "tpe"})
+    records = [tuned_run(s, 0, 1e-6) for s in range(2)] + [tuned_run(s, 6, 0.0) for s in range(2)]
+    text = "\n".join(quality_section(records, tmp_path))
+    ((_, models),) = tables(quality_section(records, tmp_path))
+    assert models == ["fm"] and "embedding_regularizer=0.0" in text and "1e-06" not in text

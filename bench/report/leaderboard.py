@@ -127,16 +127,18 @@ def dataset_label(record: dict) -> str:
 
 def current(records: list[dict]) -> list[dict]:
     """The records less the tuned runs of a study's earlier best (a study continued since found another):
-    of each study, only the re-runs made after its most trials."""
-    latest = defaultdict(int)
+    of each study, only the re-runs of its latest best, told by (trials, best trial's number). A best
+    found later has a higher number, and the re-runs of an unchanged best get their trial count renewed."""
+    latest = defaultdict(lambda: (0, 0))
     for record in records:
         if record.get("tuned"):
-            latest[record["tuned"]["study"]] = max(latest[record["tuned"]["study"]], tuning_trials(record))
-    return [r for r in records if not r.get("tuned") or tuning_trials(r) == latest[r["tuned"]["study"]]]
+            latest[record["tuned"]["study"]] = max(latest[record["tuned"]["study"]], tuning_stage(record))
+    return [r for r in records if not r.get("tuned") or tuning_stage(r) == latest[r["tuned"]["study"]]]
 
 
-def tuning_trials(record: dict) -> int:
-    return int((record.get("tuning") or {}).get("trials") or 0)
+def tuning_stage(record: dict) -> tuple[int, int]:
+    tuning = record.get("tuning") or {}
+    return int(tuning.get("trials") or 0), int(tuning.get("best_trial") or 0)
 
 
 def group_runs(records: list[dict]) -> dict[tuple, list[dict]]:
