@@ -238,7 +238,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     cells = expand_grid(models, interactions)
     records = []
     total = len(cells) * len(seeds)
-    done = 0
+    done = trained = 0
     for seed in seeds:
         specs = [RunSpec(dataset_name, m, i, seed, hparams_for(m, hparams),
                          dataset_options, config, device, distributed.world_size if distributed else 1, compile,
@@ -274,8 +274,12 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                 write_record(spec.record_path(results_dir), record)
             records.append(record)
             done += 1
+            trained += 1
             log(f"[{done}/{total}] {spec.model}/{spec.interaction} seed {seed}: test AUC "
                 f"{record['test']['auc']:.4f}, logloss {record['test']['logloss']:.4f}, "
                 f"best epoch {record['best_epoch']}/{record['epochs_run']}, "
                 f"{record['train_samples_per_s']:,.0f} train samples/s")
+    if total and len(records) == total and not trained:
+        log(f"all {total} runs were stored already under {Path(results_dir) / 'runs'}: nothing trained "
+            "(their records stand; --results-dir DIR trains them afresh into DIR)")
     return records
