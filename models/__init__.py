@@ -11,8 +11,8 @@ import torch
 from . import interactions  # noqa: F401  (registers every implementation)
 from .layers import pair_fields
 from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_hparams, check_pair, create_model,
-                       hparams_for, interaction_backend, running_backend, interaction_entry, list_interactions, list_models, model_entry,
-                       register_interaction, register_model)
+                       hparams_for, interaction_backend, interaction_entry, list_interactions, list_models,
+                       model_entry, register_interaction, register_model, running_backend)
 
 # Every model file registers itself when imported; a new model is one new file.
 for _module in pkgutil.iter_modules(__path__):

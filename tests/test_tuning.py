@@ -238,10 +238,11 @@ def test_tuned_rerun_records_and_their_own_table(tmp_path):
 def test_a_stored_rerun_is_described_anew_not_trained_again(tmp_path):
     options = dict(dataset_options={"rows": 2000}, config=TrainConfig(batch_size=512, max_epochs=1, patience=1),
                    progress=False, log=lambda message: None, tuned={"study": "s", "space_hash": "h"})
-    first = run_grid("purchase", ["fm"], ["sum_square"], [0], tmp_path, record_extra={"tuning": {"trials": 5}}, **options)
+    grid = ("purchase", ["fm"], ["sum_square"], [0], tmp_path)
+    first = run_grid(*grid, record_extra={"tuning": {"trials": 5}}, **options)
     said = []
     options["log"] = said.append
-    again = run_grid("purchase", ["fm"], ["sum_square"], [0], tmp_path, record_extra={"tuning": {"trials": 6}}, **options)
+    again = run_grid(*grid, record_extra={"tuning": {"trials": 6}}, **options)
     assert "all 1 runs were stored already" in said[-1] and "nothing trained" in said[-1]
     assert again[0]["tuning"] == {"trials": 6} and again[0]["wall_seconds"] == first[0]["wall_seconds"]
     (path,) = (tmp_path / "runs" / "purchase").glob("*.json")

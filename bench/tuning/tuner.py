@@ -8,7 +8,8 @@ hands out each trial once. A worker killed mid-trial stops beating its heartbeat
 the next worker to look marks that trial failed and Optuna's retry callback puts a copy of it
 (same parameters) back in the queue, so it is retried, not lost and not silently counted twice.
 
-The budget is N finished (complete or pruned) trials. Optuna numbers trials atomically in the database;
+The budget is N finished (complete or pruned) trials of distinct points: a point the sampler proposes
+again is failed (`repeat_of`) and an untried one queued instead. Optuna numbers trials atomically in the database;
 a trial that finds N unfailed trials numbered before it gives up at once (state FAIL, user attribute
 `surplus`), which is what makes N exact when several workers start trials at the same moment.
 """
@@ -204,9 +205,9 @@ def open_study(settings: TuneSettings, storage: RDBStorage, name: str, budget: i
 
 
 def enqueue_untuned(study: optuna.Study, settings: TuneSettings) -> None:
-    """Queue the untuned configuration as the study's next trial unless some trial already has it (the
-    grid has it anyway): the best trial is then never one the untuned run beats on validation, and a
-    study started before this rule gets the point when it is continued."""
+    """Queue the untuned configuration as the study's next trial unless a trial trained it to the end or
+    holds it queued or running (the grid has it anyway): the best trial is then never one the untuned
+    run beats on validation, and a study started before this rule gets the point when it is continued."""
     point = untuned_point(settings.model, settings.space, settings.config)
     if settings.sampler == "grid" or point is None:
         return
