@@ -23,8 +23,8 @@ from ctrbench.training.protocol import run_grid
 from ctrbench.training.train import TrainConfig
 from ctrbench.datasets import load
 from ctrbench.tuning.spaces import search_space, space_hash, split_params, untuned_point
-from ctrbench.tuning.tuner import (TuneSettings, make_objective, open_storage, open_study, redact, rerun_best,
-                                   tune, work)
+from ctrbench.tuning.tuner import (TuneSettings, finished_points, make_objective, open_storage, open_study, redact,
+                                   rerun_best, tune, work)
 
 # A tiny purchase log and short runs: a trial takes about a second.
 TINY = ["--dataset", "purchase", "--data-option", "rows=2000", "--max-epochs", "2", "--threads", "1", "--quiet"]
@@ -197,6 +197,18 @@ def test_pruning_starts_where_asked_and_can_be_switched_off(tmp_path, monkeypatc
     free = tune(tiny_settings(prune_from=None), storage, trials=3, study_name="b", progress=False)
     assert [t.state for t in free.trials if t.state in FINISHED] == [TrialState.COMPLETE] * 3
     assert tiny_settings(prune_from=None).default_study_name() != tiny_settings().default_study_name()
+
+
+def test_a_study_from_before_the_pruning_setting_continues_with_its_old_rule(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    settings = tiny_settings(prune_from=2)
+    old = optuna.create_study(study_name="old", storage=storage, direction="maximize")
+    identity = json.loads(json.dumps(settings.identity(), default=str))
+    del identity["prune_from_epoch"]                                    # as such studies stored it
+    old.set_user_attr("identity", identity)
+    assert finished_points(tune(settings, storage, trials=1, study_name="old", progress=False)) == 1
+    with pytest.raises(ValueError, match="prune_from_epoch differ"):
+        tune(tiny_settings(), storage, trials=2, study_name="old", progress=False)
 
 
 def test_a_duplicate_untuned_trial_is_surplus_not_trained_twice(tmp_path):

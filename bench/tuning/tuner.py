@@ -193,6 +193,8 @@ def open_study(settings: TuneSettings, storage: RDBStorage, name: str, budget: i
                                 direction="maximize", load_if_exists=True)
     identity = json.loads(json.dumps(settings.identity(), default=str))
     stored = study.user_attrs.get("identity")
+    if stored is not None and "prune_from_epoch" not in stored:      # made before pruning was a setting
+        stored = {**stored, "prune_from_epoch": PRUNE_FROM_BEFORE}
     if stored is None:
         study.set_user_attr("identity", identity)
         study.set_user_attr("space_hash", space_hash(settings.space))
