@@ -90,9 +90,9 @@ def command_run(args) -> int:
     interactions = args.interactions if args.interactions in ("all", "default") else comma_list(args.interactions)
     config = preset_config(args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                            weight_decay=args.weight_decay, patience=args.patience,
-                         plateau_lr_factor=args.plateau_lr_factor, embedding_optimizer=args.embedding_optimizer,
-                         embedding_lr=args.embedding_lr, embedding_regularizer=args.embedding_regularizer,
-                         net_regularizer=args.net_regularizer)
+                           plateau_lr_factor=args.plateau_lr_factor, embedding_optimizer=args.embedding_optimizer,
+                           embedding_lr=args.embedding_lr, embedding_regularizer=args.embedding_regularizer,
+                           net_regularizer=args.net_regularizer)
     # Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) every rank trains each run with DDP and
     # only rank 0 prints, writes records and the leaderboard; see ctrbench.training.distributed.
     cluster = Distributed.start(args.device, args.dist_timeout) if launched_by_torchrun() else None

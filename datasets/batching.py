@@ -104,8 +104,8 @@ def _window_rows(index: np.ndarray, rows: int, block_rows: int) -> tuple[np.ndar
 
 def block_batches(view: SplitView, batch_size: int, shuffle: bool = False,
                   generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1,
-                  shard: str = "batches", block_rows: int = BLOCK_ROWS, window_blocks: int = WINDOW_BLOCKS,
-                  device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  shard: str = "batches", block_rows: int = BLOCK_ROWS, window_blocks: int = WINDOW_BLOCKS
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (X rows, y rows) torch batches of at most `batch_size` rows of a split view (ids keep their
     stored dtype, int32 for every real set: torch's embeddings take it as it is), reading X and y in
     blocks so that memory stays bounded whatever the row count: about window_blocks × block_rows rows
@@ -119,7 +119,7 @@ def block_batches(view: SplitView, batch_size: int, shuffle: bool = False,
 
     `rank`, `world_size` and `shard` split the batches between data-parallel processes exactly as
     `batches` does: "batches" gives rank r every world_size-th batch, "rows" every batch's r-th
-    contiguous share. `device`: where the batches go (the CPU by default).
+    contiguous share. The batches are CPU tensors (`ctrbench.training.train.device_batches` moves them).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -189,21 +189,7 @@ def block_batches(view: SplitView, batch_size: int, shuffle: bool = False,
                 X_b, y_b = (a[size * rank // world_size:size * (rank + 1) // world_size] for a in (X_b, y_b))
             elif number % world_size != rank:
                 continue
-            X_t, y_t = torch.from_numpy(X_b), torch.from_numpy(y_b)
-            if device is not None:
-                X_t, y_t = X_t.to(device), y_t.to(device)
-            yield X_t, y_t
+            yield torch.from_numpy(X_b), torch.from_numpy(y_b)
     finally:
         X_rows.close()
         y_rows.close()
-
-
-def epoch_batches(data, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                  rank: int = 0, world_size: int = 1, shard: str = "batches"
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`batches(*data, ...)` for a pair of in-memory tensors (X, y), `block_batches(data, ...)` for a
-    SplitView (a split of a memory-mapped set): one call for a training loop that takes either."""
-    if isinstance(data, SplitView):
-        return block_batches(data, batch_size, shuffle, generator, rank, world_size, shard)
-    X, y = data
-    return batches(X, y, batch_size, shuffle, generator, rank, world_size, shard)

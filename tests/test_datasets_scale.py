@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from ctrbench.datasets import BadInputError, load
-from ctrbench.datasets.batching import _Rows, batches, block_batches, epoch_batches
+from ctrbench.datasets.batching import _Rows, batches, block_batches
 from ctrbench.datasets.core import SplitView, id_dtype
 from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.datasets import tabular
 from ctrbench.models import create_model
+from ctrbench.training.train import device_batches
 
 
 pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
@@ -200,12 +201,12 @@ def test_block_batches_rejects_bad_arguments(tmp_path):
     assert list(block_batches(SplitView(X, y, np.zeros(0, np.int64)), 4)) == []
 
 
-def test_epoch_batches_takes_tensors_or_a_view(tmp_path):
+def test_device_batches_takes_tensors_or_a_view(tmp_path):
     X, y = mapped(tmp_path, rows=300)
     view = SplitView(X, y, np.arange(300))
     tensors = tuple(torch.from_numpy(a) for a in view.materialize())
-    a = list(epoch_batches(view, 64))
-    b = list(epoch_batches(tensors, 64))
+    a = list(device_batches(view, None, 64, torch.device("cpu")))
+    b = list(device_batches(*tensors, 64, torch.device("cpu")))
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b)) and len(a) == len(b)
 
 

@@ -87,8 +87,9 @@ def machine_label(record: dict) -> str:
     return f"{device}{f' ×{world_size}' if world_size > 1 else ''}, {'compiled' if record.get('compile') else 'eager'}"
 
 
-# How the embedding tables were updated: a row of the quality table, not a table of its own, so that
-# each strategy sits beside dense Adam (absent from older records and from the default's config).
+# How the embedding tables were updated (absent from older records and from the default's config): kept
+# out of `comparison_key` so that "Embedding updates against dense Adam" can pair each strategy's runs
+# with dense Adam's; the quality tables add it back, giving each strategy a table of its own.
 EMBEDDING_SETTINGS = ("embedding_optimizer", "embedding_lr")
 
 
@@ -154,6 +155,18 @@ def group_runs(records: list[dict]) -> dict[tuple, list[dict]]:
     return dict(sorted(groups.items()))
 
 
+def paired_t(first: list[float], second: list[float], too_few: str = "n/a (<2 seeds)") -> str:
+    """The tables' text for a paired t-test of two per-seed AUC lists (same seeds, same order): the
+    p-value (`*`: p < 0.05), or why there is none (too few seeds, a constant gap, identical runs)."""
+    if len(first) < 2:
+        return too_few
+    gaps = {a - b for a, b in zip(first, second)}
+    if len(gaps) == 1:
+        return "p=0 (constant gap)" if gaps.pop() else "identical"
+    p_value = scipy_stats.ttest_rel(first, second).pvalue
+    return f"p={p_value:.3f}" + (" *" if p_value < 0.05 else "")
+
+
 def significance(runs: list[dict], best: list[dict]) -> str:
     """Paired t-test over the seeds both groups ran (the seed fixes the split, so pairs share data)."""
     mine = {r["seed"]: r["test"]["auc"] for r in runs}
@@ -161,13 +174,7 @@ def significance(runs: list[dict], best: list[dict]) -> str:
     seeds = sorted(set(mine) & set(theirs))
     if runs is best:
         return "best"
-    if len(seeds) < 2:
-        return "n/a (<2 shared seeds)"
-    differences = [theirs[s] - mine[s] for s in seeds]
-    if all(d == differences[0] for d in differences):
-        return "p=0 (constant gap)" if differences[0] else "identical"
-    p_value = scipy_stats.ttest_rel([theirs[s] for s in seeds], [mine[s] for s in seeds]).pvalue
-    return f"p={p_value:.3f}" + (" *" if p_value < 0.05 else "")
+    return paired_t([theirs[s] for s in seeds], [mine[s] for s in seeds], too_few="n/a (<2 shared seeds)")
 
 
 def peak_memory_mib(runs: list[dict], on_cuda: bool) -> str:
@@ -258,16 +265,9 @@ def tuned_against_untuned(in_table: dict[tuple, list[dict]], groups: dict[tuple,
         if not seeds:
             continue
         gains = [mine[s] - theirs[s] for s in seeds]
-        if len(seeds) < 2:
-            p_value = "n/a (<2 seeds)"
-        elif len(set(gains)) == 1:
-            p_value = "p=0 (constant gap)" if gains[0] else "identical"
-        else:
-            p = scipy_stats.ttest_rel([mine[s] for s in seeds], [theirs[s] for s in seeds]).pvalue
-            p_value = f"p={p:.3f}" + (" *" if p < 0.05 else "")
         rows.append([model, f"{statistics.fmean(mine[s] for s in seeds):.4f}",
                      f"{statistics.fmean(theirs[s] for s in seeds):.4f}", f"{statistics.fmean(gains):+.4f}",
-                     p_value, str(len(seeds))])
+                     paired_t([mine[s] for s in seeds], [theirs[s] for s in seeds]), str(len(seeds))])
     if not rows:
         return []
     return ["Tuned against untuned: the same model with its default hyper-parameters and no regularizer, same "
@@ -296,13 +296,7 @@ def embedding_update_section(records: list[dict]) -> list[str]:
         auc = [mine[s]["test"]["auc"] for s in seeds]
         adam_auc = [theirs[s]["test"]["auc"] for s in seeds]
         difference = statistics.fmean(a - b for a, b in zip(auc, adam_auc))
-        if len(seeds) < 2:
-            p_value = "n/a (<2 seeds)"
-        elif len({a - b for a, b in zip(auc, adam_auc)}) == 1:
-            p_value = "p=0 (constant gap)" if difference else "identical"
-        else:
-            p = scipy_stats.ttest_rel(auc, adam_auc).pvalue
-            p_value = f"p={p:.3f}" + (" *" if p < 0.05 else "")
+        p_value = paired_t(auc, adam_auc)
         speed = statistics.fmean(mine[s]["train_samples_per_s"] / theirs[s]["train_samples_per_s"] for s in seeds)
         epochs = statistics.fmean(mine[s]["best_epoch"] for s in seeds)
         adam_epochs = statistics.fmean(theirs[s]["best_epoch"] for s in seeds)
@@ -312,8 +306,8 @@ def embedding_update_section(records: list[dict]) -> list[str]:
     if not rows:
         return []
     return ["### Embedding updates against dense Adam", "",
-            "Each strategy's runs (`ctrbench run --embedding-optimizer NAME`) beside dense Adam's in the same table "
-            "(same data, machine, training settings, model, implementation and hyper-parameters), over the seeds "
+            "Each strategy's runs (`ctrbench run --embedding-optimizer NAME`) beside dense Adam's under the same "
+            "data, machine, training settings, model, implementation and hyper-parameters, over the seeds "
             "both ran: mean test AUC, the mean per-seed difference, the paired t-test (`*`: p < 0.05), the train "
             "throughput over dense Adam's, and the best epoch.", "",
             table(rows, ["data, machine", "model", "tables updated by", "test AUC", "dense Adam AUC", "Δ AUC",

@@ -239,6 +239,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     records = []
     total = len(cells) * len(seeds)
     done = trained = 0
+    extra = json.loads(json.dumps(record_extra or {}, default=str))     # as a stored record holds it
     for seed in seeds:
         specs = [RunSpec(dataset_name, m, i, seed, hparams_for(m, hparams),
                          dataset_options, config, device, distributed.world_size if distributed else 1, compile,
@@ -249,9 +250,9 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
             path = spec.record_path(results_dir)
             try:
                 record = read_record(path)
-                if record_extra and any(record.get(k) != v for k, v in record_extra.items()):
+                if any(record.get(k) != v for k, v in extra.items()):
                     # the same run, described anew (a continued study whose best is unchanged: its trial count)
-                    record.update(json.loads(json.dumps(record_extra, default=str)))
+                    record.update(extra)
                     if distributed is None or distributed.rank == 0:
                         write_record(path, record)
                 records.append(record)
@@ -269,7 +270,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                    if distributed else load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options))
         for spec in pending:
             record = run_one(spec, dataset, progress, **(distributed.run_options() if distributed else {}))
-            record.update(record_extra or {})
+            record.update(extra)
             if distributed is None or distributed.rank == 0:
                 write_record(spec.record_path(results_dir), record)
             records.append(record)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .embedding_updates.registry import embedding_modules, split_parameters
+
 
 def embedding_penalty(ids: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
     """Σ ||w_r||² over the distinct rows r in `ids` (any shape), from `gathered` = table[ids] (ids.shape + (E,))."""
@@ -36,13 +38,12 @@ class Regularizer:
         if embedding < 0 or net < 0:
             raise ValueError(f"regularizers must be >= 0, got embedding {embedding}, net {net}")
         self.embedding, self.net = float(embedding), float(net)
-        inner = getattr(model, "_orig_mod", model)               # torch.compile's wrapper
-        inner = getattr(inner, "module", inner)                  # DistributedDataParallel's
-        tables = [m for m in inner.modules() if isinstance(m, nn.Embedding)]
-        table_weights = {id(m.weight) for m in tables}
-        self.net_parameters = [p for p in inner.parameters() if id(p) not in table_weights and p.requires_grad]
+        # modules() and parameters() reach inside torch.compile's and DDP's wrappers (they are submodules)
+        _, dense = split_parameters(model)
+        self.net_parameters = [p for p in dense if p.requires_grad]
         self._gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._hooks = [m.register_forward_hook(self._keep) for m in tables] if self.embedding else []
+        self._hooks = ([m.register_forward_hook(self._keep) for m in embedding_modules(model)]
+                       if self.embedding else [])
 
     def _keep(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         if torch.is_grad_enabled():                              # a training forward, not an evaluation

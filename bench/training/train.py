@@ -313,51 +313,48 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
         raise ValueError(f"embedding optimizer {config.embedding_optimizer!r} is single-process only (sparse "
                          "gradients or updates inside backward, which DistributedDataParallel does not average)")
     regularizer = regularizer_for(local_module(model), config)
-    reset_cuda_peak(device)
-    warmup_seconds = warm_up(model, train, [validation[0]], config, rank, world_size, regularizer)
-    # Kept apart from training's peak: first use builds one-off workspaces (Triton's autotuner times
-    # every configuration on scratch copies of the outputs, cuBLAS its workspace).
-    warmup_peak, peaks = cuda_peak_bytes(device), []
-    optimizer = make_optimizer(model, config)
-    best_auc, best_epoch, best_state, best_validation = -math.inf, 0, None, {}
-    history, train_seconds, train_samples = [], 0.0, 0
-    epochs = tqdm(range(1, config.max_epochs + 1), desc="epochs", disable=not progress, leave=False)
-    for epoch in epochs:
+    try:                                  # the regularizer's hooks come off the model however the fit ends
         reset_cuda_peak(device)
-        synchronize(device)
-        start = time.perf_counter()
-        loss = train_epoch(model, optimizer, *train, config.batch_size, generator, progress, rank, world_size,
-                           regularizer)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-        loss = float(loss)
-        train_seconds += seconds
-        train_samples += len(train[0])
-        validation_scores = evaluate_fn(model, *validation, config.eval_batch_size)
-        lr = optimizer.param_groups[0]["lr"]
-        history.append({"epoch": epoch, "loss": loss, "val_auc": validation_scores["auc"],
-                        "val_logloss": validation_scores["logloss"], "lr": lr, "seconds": seconds})
-        if device.type == "cuda":
-            peaks.append(cuda_peak_bytes(device))
-            history[-1]["cuda_peak_bytes"] = peaks[-1]
-        epochs.set_postfix(loss=f"{loss:.4f}", val_auc=f"{validation_scores['auc']:.4f}")
-        if on_epoch is not None:
-            try:
+        warmup_seconds = warm_up(model, train, [validation[0]], config, rank, world_size, regularizer)
+        # Kept apart from training's peak: first use builds one-off workspaces (Triton's autotuner times
+        # every configuration on scratch copies of the outputs, cuBLAS its workspace).
+        warmup_peak, peaks = cuda_peak_bytes(device), []
+        optimizer = make_optimizer(model, config)
+        best_auc, best_epoch, best_state, best_validation = -math.inf, 0, None, {}
+        history, train_seconds, train_samples = [], 0.0, 0
+        epochs = tqdm(range(1, config.max_epochs + 1), desc="epochs", disable=not progress, leave=False)
+        for epoch in epochs:
+            reset_cuda_peak(device)
+            synchronize(device)
+            start = time.perf_counter()
+            loss = train_epoch(model, optimizer, *train, config.batch_size, generator, progress, rank, world_size,
+                               regularizer)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            loss = float(loss)
+            train_seconds += seconds
+            train_samples += len(train[0])
+            validation_scores = evaluate_fn(model, *validation, config.eval_batch_size)
+            lr = optimizer.param_groups[0]["lr"]
+            history.append({"epoch": epoch, "loss": loss, "val_auc": validation_scores["auc"],
+                            "val_logloss": validation_scores["logloss"], "lr": lr, "seconds": seconds})
+            if device.type == "cuda":
+                peaks.append(cuda_peak_bytes(device))
+                history[-1]["cuda_peak_bytes"] = peaks[-1]
+            epochs.set_postfix(loss=f"{loss:.4f}", val_auc=f"{validation_scores['auc']:.4f}")
+            if on_epoch is not None:
                 on_epoch(dict(history[-1]))
-            except BaseException:
-                if regularizer is not None:
-                    regularizer.close()
-                raise
-        if validation_scores["auc"] > best_auc:
-            best_auc, best_epoch, best_validation = validation_scores["auc"], epoch, validation_scores
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
-            break
-        elif config.plateau_lr_factor is not None:
-            for group in optimizer.param_groups:
-                group["lr"] *= config.plateau_lr_factor
-    if regularizer is not None:
-        regularizer.close()
+            if validation_scores["auc"] > best_auc:
+                best_auc, best_epoch, best_validation = validation_scores["auc"], epoch, validation_scores
+                best_state = copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= config.patience:
+                break
+            elif config.plateau_lr_factor is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] *= config.plateau_lr_factor
+    finally:
+        if regularizer is not None:
+            regularizer.close()
     model.load_state_dict(best_state)
     return FitResult(best_epoch, len(history), best_validation, history, train_seconds, train_samples,
                      warmup_seconds, max(peaks) if device.type == "cuda" else None, warmup_peak)
