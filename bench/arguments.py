@@ -28,15 +28,27 @@ def seed_list(text: str) -> list[int]:
     return list(range(count))
 
 
+def parse_value(text: str):
+    """A value as a user types it: JSON where it parses (numbers, true, [64, 32], ["a", "b"]), a list of
+    such values for an unquoted bracket list ([user_id,item_id]), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        inner = stripped[1:-1].strip()
+        return [parse_value(item.strip()) for item in inner.split(",")] if inner else []
+    return text
+
+
 def key_value(text: str) -> tuple[str, object]:
-    """name=value, the value read as JSON when it parses (numbers, lists), else as a string."""
+    """name=value, the value read by `parse_value`. A dataset option that takes a list also takes
+    comma-separated text (categorical=user_id,item_id): `ctrbench.datasets.load` splits it."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
     name, value = text.split("=", 1)
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
+    return name.strip(), parse_value(value)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,3 +78,41 @@ def add_regularizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net-regularizer", type=float, default=0.0, metavar="LAMBDA",
                         help="L2 (λ/2·Σ||p||²) on every parameter that is not an embedding table, FuxiCTR's "
                              "net_regularizer (default 0: off)")
+
+
+# The training flags `ctrbench run`, `tune` and `attention` share: each is None unless given, so that the
+# command's preset (ctrbench.training.train.PRESETS) fills it.
+TRAINING_FLAGS = ("batch_size", "lr", "weight_decay", "patience", "max_epochs", "plateau_lr_factor")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:
+    """--preset and the flags that override its values, with the preset's values in their help."""
+    from ctrbench.training.train import PRESETS, preset_config
+
+    def by_preset(name: str, fmt: str = "") -> str:
+        value = getattr(preset_config(default_preset), name)
+        return f"default {value:{fmt}}" if value is not None else "default off"
+    parser.add_argument("--preset", choices=list(PRESETS), default=default_preset,
+                        help=f"named training settings (default {default_preset}; see docs/protocol.md); the flags "
+                             "below override its values")
+    parser.add_argument("--batch-size", type=int, help=f"training batch ({by_preset('batch_size')})")
+    parser.add_argument("--lr", type=float, help=f"Adam's learning rate ({by_preset('lr', 'g')})")
+    parser.add_argument("--weight-decay", type=float,
+                        help=f"Adam's L2 weight decay on every parameter ({by_preset('weight_decay', 'g')})")
+    parser.add_argument("--patience", type=int,
+                        help=f"epochs without validation-AUC gain before stopping ({by_preset('patience')})")
+    parser.add_argument("--max-epochs", type=int,
+                        help=f"upper bound on epochs when early stopping does not end a run first "
+                             f"({by_preset('max_epochs')})")
+    parser.add_argument("--plateau-lr-factor", type=float,
+                        help="multiply the lr by this on each epoch without gain (BARS: 0.1 with --patience 2; "
+                             f"{by_preset('plateau_lr_factor', 'g')})")
+    add_regularizer_arguments(parser)
+
+
+def training_config(args, **extra):
+    """The TrainConfig of a command's --preset and training flags (and `extra` settings)."""
+    from ctrbench.training.train import preset_config
+    settings = {name: getattr(args, name) for name in TRAINING_FLAGS}
+    settings.update(embedding_regularizer=args.embedding_regularizer, net_regularizer=args.net_regularizer, **extra)
+    return preset_config(args.preset, **settings)

@@ -1,4 +1,5 @@
-"""Command line: `ctrbench run | tune | leaderboard | list | attention | gate | gate-baseline | download` (also `python -m ctrbench ...`)."""
+"""Command line: `ctrbench run | tune | leaderboard | results | list | attention | gate | gate-baseline | download`
+(also `python -m ctrbench ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,19 +10,27 @@ from pathlib import Path
 
 import torch
 
-from ctrbench.datasets import list_datasets
-from ctrbench.models import list_interactions, list_models, model_entry
-
-from ctrbench.training.distributed import Distributed, launched_by_torchrun, report_failure
-from . import gate
-from .arguments import (add_data_arguments, add_machine_arguments, add_regularizer_arguments, comma_list, key_value,
-                        seed_list)
 from ctrbench.attention.analysis import add_attention_parser
-from ctrbench.tuning.command import add_tune_parser
+from ctrbench.datasets import list_datasets
+from ctrbench.models import check_hparams, hparams_for, list_interactions, list_models, model_entry
+from ctrbench.models.registry import preset_hparams
 from ctrbench.report.leaderboard import write_leaderboard
-from ctrbench.training.protocol import run_grid
+from ctrbench.training.distributed import Distributed, launched_by_torchrun, report_failure
 from ctrbench.training.embedding_updates import list_embedding_updates
-from ctrbench.training.train import PRESETS, TrainConfig, preset_config
+from ctrbench.training.protocol import run_grid
+from ctrbench.training.train import TrainConfig
+from ctrbench.tuning.command import add_tune_parser
+
+from . import gate
+from .arguments import (
+    add_data_arguments,
+    add_machine_arguments,
+    add_training_arguments,
+    comma_list,
+    key_value,
+    seed_list,
+    training_config,
+)
 
 DEFAULT_RESULTS = Path("results")
 
@@ -36,33 +45,16 @@ def add_run_parser(commands) -> None:
     parser.add_argument("--models", type=comma_list, default=["fm", "nfm", "afm"],
                         help=f"comma-separated, from {', '.join(list_models())} (default fm,nfm,afm)")
     parser.add_argument("--interactions", default="default",
-                        help="comma-separated implementation names, 'all' (every valid one per model) or "
-                             "'default' (each model's default)")
-    parser.add_argument("--seeds", type=seed_list, default=list(range(3)), help="a count (5 = seeds 0..4) or a list (default 3)")
+                        help="comma-separated implementation names, 'all' (every valid one per model), "
+                             "'default' (each model's default) or 'auto' (each model's fastest on this machine, "
+                             "from a short calibration cached per machine; the record says what it picked)")
+    parser.add_argument("--seeds", type=seed_list, default=list(range(3)),
+                        help="a count (5 = seeds 0..4) or a list (default 3)")
     parser.add_argument("--embed-dim", type=int, help="embedding size for every model (default 16)")
     parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE", dest="hparams",
                         help="model hyper-parameter, e.g. attn_dim=32 or hidden=[64,32] (repeatable)")
+    add_training_arguments(parser, "quick")
     defaults = TrainConfig()
-    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
-                        help="training settings: 'quick' (default; the main job's) or 'article' (the article's "
-                             "protocol); the four flags below override its values")
-
-    def by_preset(name: str, fmt: str = "") -> str:
-        return ", ".join(f"{preset} {getattr(preset_config(preset), name):{fmt}}" for preset in PRESETS)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help=f"training batch (default by preset: {by_preset('batch_size')}; a GPU wants 4096-65536)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help=f"Adam's learning rate (default by preset: {by_preset('lr', 'g')})")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
-                        help=f"Adam's L2 weight decay on every parameter (default {defaults.weight_decay:g})")
-    parser.add_argument("--max-epochs", type=int, default=None,
-                        help=f"upper bound on epochs when early stopping does not end a run first "
-                             f"(default by preset: {by_preset('max_epochs')})")
-    parser.add_argument("--patience", type=int, default=None,
-                        help=f"epochs without validation-AUC gain before stopping (default by preset: "
-                             f"{by_preset('patience')})")
-    parser.add_argument("--plateau-lr-factor", type=float, default=None,
-                        help="multiply the lr by this on each epoch without gain (BARS: 0.1 with --patience 2)")
     parser.add_argument("--embedding-optimizer", default=defaults.embedding_optimizer,
                         choices=list_embedding_updates(), metavar="NAME",
                         help=f"how the embedding tables are updated: {', '.join(list_embedding_updates())} "
@@ -70,7 +62,6 @@ def add_run_parser(commands) -> None:
                              "others give the tables sparse gradients and the dense layers their own Adam)")
     parser.add_argument("--embedding-lr", type=float, default=None,
                         help="the embedding tables' learning rate (default: --lr)")
-    add_regularizer_arguments(parser)
     add_machine_arguments(parser)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each model for training and evaluation (its own cell in the records; "
@@ -87,21 +78,24 @@ def command_run(args) -> int:
     hparams = dict(args.hparams)
     if args.embed_dim is not None:
         hparams["embed_dim"] = args.embed_dim
-    interactions = args.interactions if args.interactions in ("all", "default") else comma_list(args.interactions)
-    config = preset_config(args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-                           weight_decay=args.weight_decay, patience=args.patience,
-                           plateau_lr_factor=args.plateau_lr_factor, embedding_optimizer=args.embedding_optimizer,
-                           embedding_lr=args.embedding_lr, embedding_regularizer=args.embedding_regularizer,
-                           net_regularizer=args.net_regularizer)
+    named = args.interactions in ("all", "default", "auto")
+    interactions = args.interactions if named else comma_list(args.interactions)
+    config = training_config(args, embedding_optimizer=args.embedding_optimizer, embedding_lr=args.embedding_lr)
     # Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) every rank trains each run with DDP and
     # only rank 0 prints, writes records and the leaderboard; see ctrbench.training.distributed.
     cluster = Distributed.start(args.device, args.dist_timeout) if launched_by_torchrun() else None
     writer = cluster is None or cluster.is_writer
+    check_hparams(args.models, hparams)
+    # A preset may give each model its own architecture (`--preset bars`); flags and --set override it.
+    architectures = {model: preset_hparams(model, args.preset) for model in args.models}
+    groups = ([(list(args.models), hparams)] if not any(architectures.values()) else
+              [([model], {**architectures[model], **hparams_for(model, hparams)}) for model in args.models])
     try:
-        run_grid(args.dataset, args.models, interactions, args.seeds, args.results_dir, hparams=hparams,
-                 dataset_options=dict(args.data_option), config=config, device=args.device,
-                 data_dir=args.data_dir, progress=not args.quiet and writer,
-                 log=print if writer else (lambda message: None), distributed=cluster, compile=args.compile)
+        for models, model_hparams in groups:
+            run_grid(args.dataset, models, interactions, args.seeds, args.results_dir, hparams=model_hparams,
+                     dataset_options=dict(args.data_option), config=config, device=args.device,
+                     data_dir=args.data_dir, progress=not args.quiet and writer,
+                     log=print if writer else (lambda message: None), distributed=cluster, compile=args.compile)
     except BaseException as error:
         if cluster:
             report_failure(cluster, error)
@@ -120,7 +114,46 @@ def add_leaderboard_parser(commands) -> None:
                                              "or partial records are reported and skipped.")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
                         help=f"where the records are and the leaderboard goes (default {DEFAULT_RESULTS}/)")
-    parser.set_defaults(handler=lambda args: print(f"leaderboard: {write_leaderboard(args.results_dir)}") or 0)
+    parser.add_argument("--readme", type=Path, metavar="README",
+                        help="also rewrite the summary block of this README from the same records")
+    parser.set_defaults(handler=command_leaderboard)
+
+
+def command_leaderboard(args) -> int:
+    print(f"leaderboard: {write_leaderboard(args.results_dir)}")
+    if args.readme:
+        from ctrbench.report.leaderboard import write_readme_summary
+        print(f"readme summary: {write_readme_summary(args.readme, args.results_dir)}")
+    return 0
+
+
+def add_results_parser(commands) -> None:
+    parser = commands.add_parser(
+        "results", help="list what the results folder holds; --archive moves what the front page no longer cites",
+        description="Every stored result by kind, dataset or device, commit and date, and whether it is current. "
+                    "With --archive, results of code that no longer exists (a model or implementation gone from "
+                    "the registry, a device sweep that predates an implementation) and sessions superseded by a "
+                    "newer one on the same device class are moved to RESULTS/archive/<date>/, listed in "
+                    "RESULTS/archive/index.md, and the leaderboard is regenerated. Nothing is deleted.")
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
+                        help=f"the results folder (default {DEFAULT_RESULTS}/)")
+    parser.add_argument("--archive", action="store_true", help="move the stale results to the archive folder")
+    parser.set_defaults(handler=command_results)
+
+
+def command_results(args) -> int:
+    from ctrbench.report.inventory import archive, inventory, inventory_table
+    if not Path(args.results_dir).is_dir():
+        raise ValueError(f"no results folder at {args.results_dir} (--results-dir names another)")
+    entries = inventory(args.results_dir)
+    print(inventory_table(entries) if entries else f"{args.results_dir}: nothing stored yet")
+    if args.archive:
+        moved = archive(args.results_dir, entries)
+        print(f"archived {len(moved)} file(s) under {Path(args.results_dir) / 'archive'}" if moved
+              else "nothing to archive: every stored result is current")
+        if moved:
+            print(f"leaderboard: {write_leaderboard(args.results_dir)}")
+    return 0
 
 
 def add_list_parser(commands) -> None:
@@ -137,6 +170,10 @@ def command_list(args) -> int:
         for name, (default, meaning) in entry.hparams.items():
             print(f"  --set {name}={json.dumps(default)}: {meaning}")
     print(f"datasets: {', '.join(list_datasets())}")
+    from ctrbench.models.peers import missing_peers_hint
+    hint = missing_peers_hint()
+    if hint:
+        print(hint)
     return 0
 
 
@@ -217,7 +254,8 @@ def add_download_parser(commands) -> None:
                                  description="Fetch a public dataset from its official address into "
                                              "DATA_DIR/<name>/, checking sizes and checksums; files already "
                                              "there and matching are kept.")
-    parser.add_argument("name", help="the dataset (frappe, criteo, movielens; avazu is behind a login and is fetched by hand)")
+    parser.add_argument("name", help="the dataset (frappe, criteo, movielens; avazu is behind a login and is "
+                                     "fetched by hand)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where to put it (default: $CTRBENCH_DATA_DIR, else ../shared/datasets beside the "
                              "checkout if present, else ~/.cache/ctrbench/datasets)")
@@ -236,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the Python traceback instead of one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_run_parser, add_tune_parser, add_leaderboard_parser, add_list_parser, add_attention_parser,
-                add_gate_parser, add_gate_baseline_parser, add_download_parser):
+    for add in (add_run_parser, add_tune_parser, add_leaderboard_parser, add_results_parser, add_list_parser,
+                add_attention_parser, add_gate_parser, add_gate_baseline_parser, add_download_parser):
         add(commands)
     return parser
 

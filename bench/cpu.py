@@ -16,7 +16,8 @@ def processors() -> tuple[dict[str, str], ...]:
     except OSError:
         return ()
     blocks = (block for block in text.split("\n\n") if block.strip())
-    return tuple({name.strip(): value.strip() for name, _, value in (line.partition(":") for line in block.splitlines())}
+    return tuple({name.strip(): value.strip()
+                  for name, _, value in (line.partition(":") for line in block.splitlines())}
                  for block in blocks)
 
 
@@ -39,3 +40,14 @@ def distinct_cores() -> list[str]:
     kinds = {f"{fields.get('model name', '')}|{fields.get('CPU part', '')}|{feature_flags(fields)}"
              for fields in processors()}
     return sorted(kinds) or [platform.processor() + platform.machine()]
+
+
+def vector_isa() -> str:
+    """The widest vector instruction set the CPU has, as a user names it: AVX-512, AVX2, AVX, SSE4.2,
+    NEON/SVE on ARM, else the machine's name. What a kernel compiled for this machine runs with."""
+    flags = set(feature_flags(processors()[0]).split()) if processors() else set()
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
+                       ("sve", "SVE"), ("asimd", "NEON")):
+        if flag in flags:
+            return name
+    return platform.machine() or "unknown"

@@ -51,5 +51,5 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     try:
         return write_atomic(path, lambda out: fig.savefig(out, dpi=dpi, format="png"))
     finally:
-        import matplotlib.pyplot as plt      # only callers that draw need matplotlib
+        import matplotlib.pyplot as plt  # only callers that draw need matplotlib
         plt.close(fig)

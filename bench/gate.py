@@ -4,6 +4,9 @@
 - Time is judged as a ratio to a fixed reference implementation measured in the same run and shape,
   never as seconds: a ratio may grow by at most the baseline's tolerance, set from the run-to-run
   spread measured on unchanged code.
+- `afm_kernel` must not be slower than `afm_fused` in any AFM-pooling layer cell of the same run
+  (forward and train, every F): a kernel that is fast on one vector ISA only is caught on the machine
+  that lacks it, whatever the baseline says. It is a time check, re-measured like the others.
 - A ratio is a property of the CPU as much as of the code (a hand-vectorised kernel against torch's
   own operators gains more from AVX-512 than they do), so a baseline's ratios hold on its own machine
   only. The baseline records a machine signature (CPU identity and flags, torch version, threads).
@@ -37,6 +40,10 @@ REPO = Path(__file__).resolve().parent.parent       # the source checkout, when 
 DEFAULT_TOLERANCE = 0.5
 GATE_THREADS = 1        # the plugin times gate runs on one torch thread (pytest_plugin.pytest_configure)
 TIME_CHECK = "time ratio to"
+# The hand-written CPU kernel against the fused torch implementation it replaces, in the same run and cell.
+KERNEL, FUSED = "afm_kernel", "afm_fused"
+KERNEL_CHECK = f"{KERNEL} slower than {FUSED} at "
+KERNEL_POOLING = "layer afm "        # the AFM-pooling layer cells' groups ("layer afm F=39 E=16 B=1024 train")
 
 
 def cell_key(group: str, interaction: str) -> str:
@@ -71,11 +78,52 @@ def cell_measures(benchmarks: list[dict]) -> dict[str, dict]:
     return measures
 
 
+def kernel_regressions(current: dict[str, dict]) -> list[str]:
+    """"afm_kernel slower than afm_fused at <group>: 1.23× its time (...)" for every AFM-pooling layer
+    cell of this run where afm_kernel took longer than afm_fused. Both ratios are to triu_index in the
+    same group and run, so their quotient is the kernel's fastest round over afm_fused's. Needs no
+    baseline: it holds on whatever machine the gate runs on."""
+    regressions = []
+    for key, kernel in sorted(current.items()):
+        group, _, interaction = key.rpartition(" | ")
+        fused = current.get(cell_key(group, FUSED))
+        if interaction != KERNEL or not group.startswith(KERNEL_POOLING) or fused is None:
+            continue
+        times = kernel["ratio"] / fused["ratio"]
+        if times > 1:
+            regressions.append(f"{KERNEL_CHECK}{group}: {times:.2f}× its time (time ratio to {REFERENCE}: "
+                               f"{KERNEL} {kernel['ratio']:.3f}, {FUSED} {fused['ratio']:.3f})")
+    return regressions
+
+
+def subject(line: str) -> str:
+    """What a regression line is about: a cell key, or "afm_kernel slower than afm_fused at <group>"."""
+    return line.split(": ", 1)[0]
+
+
+def is_time_check(line: str) -> bool:
+    """A time regression (re-measured before it counts), not a grown deterministic cost (counts at once)."""
+    return TIME_CHECK in line or line.startswith(KERNEL_CHECK)
+
+
+def cells_of(subjects: set[str]) -> set[str]:
+    """The cells to measure again for these subjects: the cell itself, or both of the kernel check's."""
+    cells = set()
+    for name in subjects:
+        if name.startswith(KERNEL_CHECK):
+            group = name[len(KERNEL_CHECK):]
+            cells |= {cell_key(group, KERNEL), cell_key(group, FUSED)}
+        else:
+            cells.add(name)
+    return cells
+
+
 def compare(baseline: dict, current: dict[str, dict], times: bool = True,
             against: str = "the baseline") -> tuple[list[str], list[str]]:
     """(regressions, notes). A cell missing from the baseline is a note (a new implementation), not a
     failure; a run with no cell in common with the baseline is a failure (nothing was judged).
-    `times=False` checks the deterministic costs only."""
+    `times=False` checks the deterministic costs only against the baseline; the check within the run
+    (kernel_regressions: afm_kernel against afm_fused) is made either way."""
     tolerance = baseline.get("tolerance", DEFAULT_TOLERANCE)
     regressions, notes = [], []
     for key, now in sorted(current.items()):
@@ -95,7 +143,7 @@ def compare(baseline: dict, current: dict[str, dict], times: bool = True,
     if current and not set(current) & set(baseline["cells"]):
         regressions.append(f"no cell: none of the {len(current)} cells measured is in {against}, so nothing "
                            "was judged (renamed cells? refresh the baseline)")
-    return regressions, notes
+    return regressions + kernel_regressions(current), notes
 
 
 def baseline_from_runs(runs: list[dict[str, dict]], tolerance: float = DEFAULT_TOLERANCE) -> dict:
@@ -351,16 +399,16 @@ def confirm(measure_and_compare: Callable[[int, set[str] | None], tuple[list[str
     time: a real slowdown does, a neighbour's burst of load rarely does twice. A grown deterministic
     cost counts at once. Returns (confirmed regressions, notes of the first, complete, measurement)."""
     regressions, notes = measure_and_compare(1, None)
-    final = [line for line in regressions if TIME_CHECK not in line]
-    suspects = {line.split(": ", 1)[0] for line in regressions if TIME_CHECK in line}
+    final = [line for line in regressions if not is_time_check(line)]
+    suspects = {subject(line) for line in regressions if is_time_check(line)}
     for attempt in range(2, attempts + 1):
         if not suspects:
             break
         log(f"gate: attempt {attempt - 1}/{attempts}: {len(suspects)} cell(s) slower: {', '.join(sorted(suspects))}")
-        again, _ = measure_and_compare(attempt, suspects)
-        suspects &= {line.split(": ", 1)[0] for line in again if TIME_CHECK in line}
+        again, _ = measure_and_compare(attempt, cells_of(suspects))
+        suspects &= {subject(line) for line in again if is_time_check(line)}
         regressions = again
-    return final + [line for line in regressions if TIME_CHECK in line and line.split(": ", 1)[0] in suspects], notes
+    return final + [line for line in regressions if is_time_check(line) and subject(line) in suspects], notes
 
 
 def check(baseline: dict, workdir: Path, attempts: int = 3, pytest_args: tuple[str, ...] = (),
@@ -410,10 +458,14 @@ def check_ab(baseline: dict, commit: str, workdir: Path, attempts: int = 3, repo
 
 
 def check_costs(baseline: dict, workdir: Path, pytest_args: tuple[str, ...] = (), env: dict | None = None,
-                log=print) -> tuple[list[str], list[str]]:
-    """What holds on any machine: the deterministic costs against the baseline's, one run, no time."""
-    measures = measure_once(Path(workdir) / "costs.json", pytest_args=pytest_args, env=env, log=log)
-    return judge(baseline, measures, log, times=False)
+                attempts: int = 3, log=print) -> tuple[list[str], list[str]]:
+    """What holds on any machine: the deterministic costs against the baseline's, and the checks within
+    the run (afm_kernel against afm_fused, re-measured like any time regression); no baseline time."""
+    def measure_and_compare(attempt, only):
+        name = "costs.json" if attempt == 1 else f"costs_{attempt}.json"
+        measures = measure_once(Path(workdir) / name, pytest_args=pytest_args, env=env, only=only, log=log)
+        return judge(baseline, measures, log, times=False)
+    return confirm(measure_and_compare, attempts, log)
 
 
 def run_gate(baseline: dict, workdir: Path, attempts: int = 3, baseline_path: Path = BASELINE, repo: Path = REPO,
@@ -443,5 +495,6 @@ def run_gate(baseline: dict, workdir: Path, attempts: int = 3, baseline_path: Pa
             how = str(error)
     comparison = f"costs only: time NOT judged ({how}; {machines})"
     log(f"gate: cannot time the baseline's code on this machine ({how}); checking only the machine-independent "
-        f"costs (FLOPs, saved bytes) against the baseline ({machines})")
-    return (*check_costs(baseline, workdir, (*pytest_args, *candidate_args), env, log), comparison)
+        f"costs (FLOPs, saved bytes) against the baseline, and afm_kernel against afm_fused within this run "
+        f"({machines})")
+    return (*check_costs(baseline, workdir, (*pytest_args, *candidate_args), env, attempts, log), comparison)

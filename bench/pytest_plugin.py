@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import gate
 from ctrbench.measure.cells import COMPILE_CHOICES, PROFILES, CellCompileError
+
+from . import gate
 from .files import write_text_atomic
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -163,8 +164,9 @@ class CellLog:
     JSON only at the end). The session name is also put in that JSON, which then supersedes this file."""
 
     def __init__(self, config, clock=time.monotonic):
-        from ctrbench.training.environment import device_name, environment
+        from ctrbench.training.environment import LoadWindow, device_name, environment
         device = suite_device(config)
+        self.load_window = LoadWindow()
         self.clock, self.first_cell = clock, None
         self.budget_s = config.getoption("ctrbench_budget_s")
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
@@ -197,6 +199,10 @@ class CellLog:
         entry = {"nodeid": item.nodeid, "status": status, "reason": reason, "seconds": round(seconds, 3),
                  "group": cell.group if cell is not None else None,
                  "extra_info": cell.info() if cell is not None else {}, "benchmark": None}
+        window = getattr(item, "_ctrbench_load", None)
+        if window is not None and benchmark is not None and status == "ok":
+            # the load while this cell ran, beside its timing: a cell measured on a busy machine is marked so
+            benchmark.extra_info["load_avg"] = window.finish()
         if benchmark is not None:
             entry["extra_info"] = {**entry["extra_info"], **benchmark.extra_info}
             if benchmark.stats is not None and status == "ok":
@@ -206,6 +212,7 @@ class CellLog:
 
     def summary(self) -> dict:
         """What the benchmark JSON carries of this run: the session, the device and every cell's outcome."""
+        self.document["environment"]["load_avg"] = self.load_window.finish()      # the load so far
         keys = ("session", "device", "device_name", "environment", "profile", "compile", "budget_s", "stopped")
         return {**{key: self.document[key] for key in keys},
                 "cells": [{key: cell[key] for key in ("nodeid", "status", "reason", "group", "extra_info")}
@@ -214,6 +221,7 @@ class CellLog:
     def finish(self, exitstatus) -> None:
         """Complete: every selected cell ran (none cut by the budget, the session not interrupted)."""
         self.document["finished"] = now()
+        self.document["environment"]["load_avg"] = self.load_window.finish()
         self.document["complete"] = self.document["stopped"] is None and exitstatus in (
             pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
         if self.document["cells"]:
@@ -244,6 +252,8 @@ def pytest_runtest_setup(item):
     if reason:
         item._ctrbench_budget_skip = True
         pytest.skip(reason)
+    from ctrbench.training.environment import LoadWindow
+    item._ctrbench_load = LoadWindow()
 
 
 @pytest.hookimpl(hookwrapper=True)

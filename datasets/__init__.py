@@ -8,13 +8,28 @@
 Only relative imports here: this folder is `ctrbench.datasets` and must never be mistaken for (or
 shadow) Hugging Face's top-level `datasets` package.
 """
-from ctrbench.pairs import pair_number    # the article's pair numbering, which purchase's truth uses
+import importlib
+import pkgutil
+
+from ctrbench.pairs import pair_number  # the article's pair numbering, which purchase's truth uses
 
 from .batching import batches
-from .core import (BadInputError, Dataset, DatasetNotFoundError, FieldCodebook, make_splits, resolve_cache_dir,
-                   resolve_data_dir)
+from .core import (
+    BadInputError,
+    Dataset,
+    DatasetNotFoundError,
+    FieldCodebook,
+    make_splits,
+    resolve_cache_dir,
+    resolve_data_dir,
+)
 from .download import DownloadError, download
-from .registry import list_datasets, load
+from .registry import dataset_entry, list_datasets, load, register_dataset
 
-__all__ = ["load", "list_datasets", "batches", "Dataset", "FieldCodebook", "BadInputError", "DatasetNotFoundError",
+# Every loader registers itself when its file is imported; a new dataset is one new file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["load", "list_datasets", "register_dataset", "dataset_entry", "batches", "Dataset", "FieldCodebook",
+           "BadInputError", "DatasetNotFoundError",
            "DownloadError", "download", "make_splits", "resolve_data_dir", "resolve_cache_dir", "pair_number"]

@@ -26,10 +26,10 @@ def batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = F
     whether the data lives on the CPU or a GPU, and each batch is gathered where the data is.
 
     With `world_size` > 1 and shard="batches", rank r takes every world_size-th batch of that order,
-    so the ranks together cover each batch once. With shard="rows", every rank walks every batch and takes its contiguous share of it (shares differ by
-    one row at most; a share may be empty when a batch has fewer rows than ranks), so step k of the
-    ranks together is exactly batch k of one process with the same `batch_size` (data-parallel
-    training with a fixed global batch). With world_size=1 both are the plain batches.
+    so the ranks together cover each batch once. With shard="rows", every rank walks every batch and takes
+    its contiguous share of it (shares differ by one row at most; a share may be empty when a batch has
+    fewer rows than ranks), so step k of the ranks together is exactly batch k of one process with the same
+    `batch_size` (data-parallel training with a fixed global batch). With world_size=1 both are the plain batches.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -15,8 +15,6 @@ from ctrbench.files import write_atomic
 
 from .core import resolve_data_dir
 
-NFM_DATA = "https://raw.githubusercontent.com/hexiangnan/neural_factorization_machine/master/data/frappe"
-
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -27,26 +25,6 @@ class RemoteFile:
 
 class DownloadError(RuntimeError):
     """Could not fetch; the message says what to download by hand and where to put it."""
-
-
-# Checksums: frappe validation/test are the digests of the NFM/AFM authors' files as we hold them
-# (../shared/datasets/frappe); the others are not published by their hosts.
-SOURCES: dict[str, list[RemoteFile]] = {
-    "frappe": [
-        RemoteFile(f"{NFM_DATA}/frappe.train.libfm", "frappe.train.libfm"),
-        RemoteFile(f"{NFM_DATA}/frappe.validation.libfm", "frappe.validation.libfm",
-                   "fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e"),
-        RemoteFile(f"{NFM_DATA}/frappe.test.libfm", "frappe.test.libfm",
-                   "a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097"),
-    ],
-    "criteo": [RemoteFile("https://go.criteo.net/criteo-research-kaggle-display-advertising-challenge-dataset.tar.gz",
-                          "train.txt")],
-    "movielens": [RemoteFile("https://files.grouplens.org/datasets/movielens/ml-1m.zip", "movielens.csv")],
-}
-MANUAL = {
-    "avazu": "Avazu is behind a Kaggle login: download train.gz from "
-             "https://www.kaggle.com/c/avazu-ctr-prediction/data and put it in {folder}/ (gzip is read as is).",
-}
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -80,14 +58,17 @@ def _movielens_csv(archive: Path, target: Path) -> None:
 def download(name: str, data_dir=None, timeout: float = 60.0) -> Path:
     """Fetch dataset `name` into data_dir/<name>/ and return that folder. Files already there and
     matching their checksum are kept."""
+    from .registry import dataset_entry, list_datasets  # the datasets register their sources beside them
     folder = resolve_data_dir(data_dir) / name
-    if name in MANUAL:
-        raise DownloadError(MANUAL[name].format(folder=folder))
-    if name not in SOURCES:
-        raise ValueError(f"no download for {name!r}; downloadable: {', '.join(sorted(SOURCES))} "
-                         f"(fetched by hand: {', '.join(sorted(MANUAL))})")
+    entry = dataset_entry(name)
+    if entry.manual:
+        raise DownloadError(entry.manual.format(folder=folder))
+    if not entry.sources:
+        entries = [dataset_entry(n) for n in list_datasets()]
+        raise ValueError(f"no download for {name!r}; downloadable: {', '.join(e.name for e in entries if e.sources)} "
+                         f"(fetched by hand: {', '.join(e.name for e in entries if e.manual)})")
     folder.mkdir(parents=True, exist_ok=True)
-    for remote in SOURCES[name]:
+    for remote in entry.sources:
         target = folder / remote.filename
         if target.is_file() and (remote.sha256 is None or sha256_of(target) == remote.sha256):
             continue

@@ -9,7 +9,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import BadInputError, Dataset, FieldCodebook, field_offsets, make_splits, missing_files_error, split_from_parts
+from .core import (
+    BadInputError,
+    Dataset,
+    FieldCodebook,
+    field_offsets,
+    make_splits,
+    missing_files_error,
+    resolve_data_dir,
+    split_from_parts,
+)
+from .download import RemoteFile
+from .registry import register_dataset
+
+NFM_DATA = "https://raw.githubusercontent.com/hexiangnan/neural_factorization_machine/master/data/frappe"
+# Checksums: validation/test are the digests of the NFM/AFM authors' files as we hold them
+# (../shared/datasets/frappe); the train file's is not published.
+FRAPPE_SOURCES = (
+    RemoteFile(f"{NFM_DATA}/frappe.train.libfm", "frappe.train.libfm"),
+    RemoteFile(f"{NFM_DATA}/frappe.validation.libfm", "frappe.validation.libfm",
+               "fdf4be563a7dd9b15f7a6e8b32671e90e6e7a2a2bd3af4e10bf13c5ad7e76e9e"),
+    RemoteFile(f"{NFM_DATA}/frappe.test.libfm", "frappe.test.libfm",
+               "a2ebaef3a9af8e55f8bb0d08bc4923965e42e43760ebd7635ac2f8c5db99e097"),
+)
 
 FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather",
                  "country", "city"]
@@ -81,10 +103,12 @@ def read_libfm(path: Path, field_dims: list[int], on_bad_lines: str = "error") -
     return np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.float32), skipped
 
 
-def load_frappe(data_dir: Path, seed: int = 0, on_bad_lines: str = "error", use_file_split: bool = True) -> Dataset:
-    """frappe from `data_dir/frappe/`: the authors' train/validation/test files if all three are there
-    (and use_file_split), else validation + test stacked and split 8:1:1 by seed."""
-    folder = Path(data_dir) / "frappe"
+@register_dataset("frappe", files=tuple(FRAPPE_FILES.values()), sources=FRAPPE_SOURCES)
+def load_frappe(data_dir=None, seed: int = 0, on_bad_lines: str = "error", use_file_split: bool = True) -> Dataset:
+    """frappe from `data_dir/frappe/` (data_dir found as `resolve_data_dir` finds it): the authors'
+    train/validation/test files if all three are there (and use_file_split), else validation + test
+    stacked and split 8:1:1 by seed."""
+    folder = resolve_data_dir(data_dir, "frappe") / "frappe"
     present = {part: folder / name for part, name in FRAPPE_FILES.items() if (folder / name).is_file()}
     if use_file_split and len(present) == 3:
         parts = ["train", "validation", "test"]

@@ -15,6 +15,7 @@ import numpy as np
 from ctrbench.pairs import num_pairs, pair_number
 
 from .core import Dataset, FieldCodebook, field_offsets, make_splits
+from .registry import register_dataset
 
 AGE = ["<18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
 GENDER = ["F", "M"]
@@ -208,6 +209,7 @@ def generate(rows: int = 100_000, seed: int = 0, positive_rate: float = 1 / 3, h
     return X, y, truth
 
 
+@register_dataset("purchase")
 def load_purchase(data_dir=None, seed: int = 0, rows: int = 100_000, hot_spot: bool | float = True,
                   signal: float = 1.0, positive_rate: float = 1 / 3, planted=DEFAULT_PLANTED,
                   n_users: int = 20_000, n_items: int = 5_000, main_scale: float = 0.26) -> Dataset:

@@ -1,110 +1,77 @@
-"""`load(name, ...)`: every dataset by name, with its options and where its files are looked for."""
+"""`load(name, ...)`: every dataset by name. Each loader registers itself beside its code with
+`@register_dataset` (as models do with `@register_model`), saying which files it looks for and where they
+can be fetched: a new dataset is one new file in this folder."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
-from .core import (Dataset, DatasetNotFoundError, DatasetOptionError, data_dir_candidates, id_dtype,
-                   missing_files_error, resolve_data_dir)
-from .libfm import load_frappe
-from .purchase import load_purchase
-from .tabular import Encoding, TableSpec, avazu_spec, criteo_spec, first_line, load_table, movielens_spec
-
-# Files looked for in data_dir/<name>/, best first: the full public file, then the shared sample.
-CANDIDATE_FILES = {
-    "criteo": ["train.txt", "train.txt.gz", "criteo_sample.txt"],
-    "avazu": ["train", "train.csv", "train.gz", "train.csv.gz", "avazu_sample.txt"],
-    "movielens": ["movielens.csv", "movielens_sample.txt"],
-}
-DEFAULT_MIN_COUNT = {"criteo": 10, "avazu": 5, "movielens": 1, "csv": 1}
-SPECS: dict[str, Callable[[str], TableSpec]] = {"criteo": criteo_spec, "avazu": avazu_spec,
-                                                 "movielens": movielens_spec}
+from .core import Dataset, DatasetNotFoundError, data_dir_candidates, id_dtype
 
 
-def _find_file(name: str, data_dir: Path, file: str | None) -> Path:
-    folder = data_dir / name
-    if file is not None:
-        path = Path(file)
-        path = path if path.is_absolute() or path.exists() else folder / path
-        if not path.is_file():
-            raise DatasetNotFoundError(name, [(path, "file")], [path.name])
-        return path
-    for candidate in CANDIDATE_FILES[name]:
-        if (folder / candidate).is_file():
-            return folder / candidate
-    raise missing_files_error(name, folder, CANDIDATE_FILES[name][:1], f"(Any of {CANDIDATE_FILES[name]}.)",
-                              downloadable=True)
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    loader: Callable[..., Dataset]          # loader(data_dir=None, seed=0, **options)
+    options_of: Callable                    # whose signature lists the options (the loader's, by default)
+    files: tuple[str, ...] = ()             # looked for in data_dir/<name>/, best first; () for a generated set
+    min_count: int | None = None            # a table's default vocabulary threshold
+    sources: tuple = ()                     # download.RemoteFile, where `ctrbench download` fetches from
+    manual: str | None = None               # how to fetch by hand, where no download is possible
+    doc: str = ""
+
+    @property
+    def needs_files(self) -> bool:
+        return bool(self.files)
 
 
-def _encoding(name: str, categorical: str, min_count: int | None, hash_buckets: int, on_bad_lines: str,
-              block_size: int) -> Encoding:
-    return Encoding(categorical=categorical, min_count=DEFAULT_MIN_COUNT[name] if min_count is None else min_count,
-                    hash_buckets=hash_buckets, on_bad_lines=on_bad_lines, block_size=block_size)
+_DATASETS: dict[str, DatasetEntry] = {}
 
 
-def load_public_table(name: str, data_dir=None, seed: int = 0, file: str | None = None, categorical: str = "vocab",
-                      min_count: int | None = None, hash_buckets: int = 100_000, on_bad_lines: str = "error",
-                      block_size: int = 4 << 20, cache_dir=None, use_cache: bool = True) -> Dataset:
-    """criteo / avazu / movielens from data_dir/<name>/ (layout detected from the first line)."""
-    path = _find_file(name, resolve_data_dir(data_dir, name), file)
-    spec = SPECS[name](first_line(path))
-    encoding = _encoding(name, categorical, min_count, hash_buckets, on_bad_lines, block_size)
-    return load_table(path, spec, seed, encoding, cache_dir=cache_dir, use_cache=use_cache)
+def register_dataset(name: str, files=(), min_count: int | None = None, sources=(), manual: str | None = None,
+                     options_of: Callable | None = None):
+    """Register a loader `loader(data_dir=None, seed=0, **options) -> Dataset` under `name`."""
+    def decorate(loader):
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        doc = (inspect.getdoc(loader) or "").splitlines()
+        _DATASETS[name] = DatasetEntry(name, loader, options_of or loader, tuple(files), min_count, tuple(sources),
+                                       manual, doc[0] if doc else "")
+        return loader
+    return decorate
 
 
-def load_csv(data_dir=None, seed: int = 0, path: str | None = None, label: str = "label",
-             categorical: list[str] | tuple[str, ...] = (), numeric: list[str] | tuple[str, ...] = (),
-             delimiter: str | None = None, column_names: list[str] | None = None,
-             label_threshold: float | None = None, encoding: str = "vocab", min_count: int | None = None,
-             hash_buckets: int = 100_000, on_bad_lines: str = "error", block_size: int = 4 << 20,
-             cache_dir=None, use_cache: bool = True) -> Dataset:
-    """Any CSV/TSV: `label` column (0/1 or -1/+1, or >= label_threshold), categorical and numeric columns.
-    delimiter None: tab if the first line has one, else comma. column_names: for files without a header."""
-    if path is None:
-        raise DatasetOptionError("load('csv') needs path=... (a relative path is looked up in data_dir too)",
-                                 "--dataset csv needs --data-option path=FILE (a relative path is looked up "
-                                 "in --data-dir too)")
-    file = Path(path)
-    if not file.is_absolute() and not file.exists():
-        searched = [(file.resolve(), "cwd")] + [(folder / file, origin) for folder, origin in data_dir_candidates(data_dir)]
-        file = next((candidate for candidate, _ in searched[1:] if candidate.is_file()), searched[1][0])
-        if not file.is_file():
-            raise DatasetNotFoundError("csv", searched, [Path(path).name])
-    if not file.is_file():
-        raise DatasetNotFoundError("csv", [(file, "file")], [file.name])
-    if not categorical and not numeric:
-        raise DatasetOptionError("load('csv') needs categorical=[...] and/or numeric=[...] column names",
-                                 "--dataset csv needs --data-option categorical=[...] and/or "
-                                 "--data-option numeric=[...] (column names)")
-    line = first_line(file)
-    spec = TableSpec(name="csv", label=label, numeric=list(numeric), categorical=list(categorical),
-                     column_names=list(column_names) if column_names else None,
-                     delimiter=delimiter or ("\t" if "\t" in line else ","), label_threshold=label_threshold)
-    header = None if column_names else next(csv.reader([line.rstrip("\r\n")], delimiter=spec.delimiter))
-    if header is not None:
-        unknown = [c for c in [label, *numeric, *categorical] if c not in header]
-        if unknown:
-            raise ValueError(f"{file}: columns {unknown} are not in the header {header}")
-    enc = _encoding("csv", encoding, min_count, hash_buckets, on_bad_lines, block_size)
-    return load_table(file, spec, seed, enc, cache_dir=cache_dir, use_cache=use_cache,
-                      extra_options={"label": label, "categorical": list(categorical), "numeric": list(numeric),
-                                     "label_threshold": label_threshold})
-
-
-LOADERS: dict[str, Callable[..., Dataset]] = {
-    "purchase": lambda data_dir=None, seed=0, **o: load_purchase(data_dir, seed=seed, **o),
-    "frappe": lambda data_dir=None, seed=0, **o: load_frappe(resolve_data_dir(data_dir, "frappe"), seed=seed, **o),
-    "criteo": lambda data_dir=None, seed=0, **o: load_public_table("criteo", data_dir, seed, **o),
-    "avazu": lambda data_dir=None, seed=0, **o: load_public_table("avazu", data_dir, seed, **o),
-    "movielens": lambda data_dir=None, seed=0, **o: load_public_table("movielens", data_dir, seed, **o),
-    "csv": lambda data_dir=None, seed=0, **o: load_csv(data_dir, seed, **o),
-}
+def dataset_entry(name: str) -> DatasetEntry:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}") from None
 
 
 def list_datasets() -> list[str]:
-    """Names `load` knows."""
-    return list(LOADERS)
+    """Names `load` knows: the generated one, frappe, the public tables, csv."""
+    return sorted(_DATASETS, key=lambda name: (name == "csv", _DATASETS[name].needs_files, name != "frappe", name))
+
+
+def list_options(name: str) -> set[str]:
+    """The options of dataset `name` that take a list (their default is one, or their annotation says so)."""
+    found = set()
+    for parameter in inspect.signature(dataset_entry(name).options_of).parameters.values():
+        annotation = str(parameter.annotation)
+        if isinstance(parameter.default, (list, tuple)) or "list[" in annotation or "tuple[" in annotation:
+            found.add(parameter.name)
+    return found
+
+
+def as_list(value):
+    """Comma-separated text (a shell's `categorical=user_id,item_id`) as a list of its items; a list as it is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [item.strip().strip("'\"") for item in text.split(",") if item.strip()]
 
 
 def load(name: str, data_dir=None, seed: int = 0, **options) -> Dataset:
@@ -119,15 +86,17 @@ def load(name: str, data_dir=None, seed: int = 0, **options) -> Dataset:
                movielens 1), hash_buckets=100_000, on_bad_lines="error"|"skip", cache_dir=None, use_cache=True
     csv:       path=..., label="label", categorical=[...], numeric=[...], delimiter=None, column_names=None,
                label_threshold=None, encoding="vocab"|"hash", min_count=1, plus the cache/bad-line options
+
+    An option that takes a list also takes comma-separated text (`categorical="user_id,item_id"`).
     """
-    if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    entry = dataset_entry(name)
+    lists = list_options(name)
+    options = {key: as_list(value) if key in lists else value for key, value in options.items()}
     try:
-        dataset = LOADERS[name](data_dir=data_dir, seed=seed, **options)
+        dataset = entry.loader(data_dir=data_dir, seed=seed, **options)
     except DatasetNotFoundError as error:
         # A loader looks in the one folder chosen for it; say every place that was searched.
-        if ((name in CANDIDATE_FILES or name == "frappe") and "file" not in options
-                and [origin for _, origin in error.searched] == ["explicit"]):
+        if entry.needs_files and "file" not in options and [origin for _, origin in error.searched] == ["explicit"]:
             error.searched = [(folder / name, origin) for folder, origin in data_dir_candidates(data_dir)]
         raise
     narrow = id_dtype(dataset.vocab_size)

@@ -33,8 +33,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .core import (BadInputError, Dataset, FieldCodebook, field_offsets, id_dtype, make_splits, missing_files_error,
-                   resolve_cache_dir)
+from .core import (
+    BadInputError,
+    Dataset,
+    FieldCodebook,
+    field_offsets,
+    id_dtype,
+    make_splits,
+    missing_files_error,
+    resolve_cache_dir,
+)
 from .npyio import NpyAppender, iter_sized_blocks, read_header
 
 CACHE_FORMAT = 2                                   # 2: X in id_dtype (int32), meta records dtype
@@ -281,7 +289,7 @@ class TableReader:
         self.expected_columns = None
         self.rows_passed = 0        # rows of the blocks already yielded, bad ones included
 
-    def _open(self, source: Path):
+    def record_batches(self, source: Path):
         skip = self.encoding.on_bad_lines == "skip"
 
         def on_invalid_row(row) -> str:
@@ -336,7 +344,7 @@ class TableReader:
 
     def _blocks_from(self, source: Path):
         try:
-            reader = self._open(source)
+            reader = self.record_batches(source)
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error) or "empty" in str(error).lower():
                 raise BadInputError(self.path, None, "empty file: no rows") from None
@@ -519,8 +527,9 @@ def _vocabulary(distinct: np.ndarray, counts: np.ndarray, min_count: int) -> tup
 
 def _map_blocks(codes: Path, hashes: Path, strings: Path, log: _BlockLog, vocabularies, offsets: np.ndarray,
                 numeric_fields: int, x_path: Path, dtype=np.int64) -> list[list[str]]:
-    """Write x_path (global ids in id_dtype of the vocabulary) from the pass-1 codes; return per categorical field the names of
-    its local ids (0 missing, 1 OOV, then the kept values' raw strings, first occurrence in the file)."""
+    """Write x_path (global ids in id_dtype of the vocabulary) from the pass-1 codes; return per categorical
+    field the names of its local ids (0 missing, 1 OOV, then the kept values' raw strings, first occurrence in
+    the file)."""
     named = [np.zeros(len(h), dtype=bool) for h, _ in vocabularies]
     found_names: list[list[tuple[np.ndarray, pa.Array]]] = [[] for _ in vocabularies]
     F = numeric_fields + len(vocabularies)
@@ -703,7 +712,8 @@ def cache_complete(folder: Path) -> bool:
         rows, fields = meta["rows"], len(meta["field_dims"])
         for name, shape in (("X.npy", (rows, fields)), ("y.npy", (rows,))):
             dtype, found, offset = read_header(Path(folder) / name)
-            if tuple(found) != shape or (Path(folder) / name).stat().st_size != offset + dtype.itemsize * int(np.prod(shape)):
+            expected_bytes = offset + dtype.itemsize * int(np.prod(shape))
+            if tuple(found) != shape or (Path(folder) / name).stat().st_size != expected_bytes:
                 return False
         return True
     except (OSError, ValueError, KeyError, TypeError):
@@ -764,5 +774,5 @@ def first_line(path: Path) -> str:
         return stream.readline().decode("utf-8", errors="replace")
 
 
-__all__ = ["TableSpec", "Encoding", "load_table", "cache_complete", "criteo_spec", "avazu_spec", "movielens_spec", "first_line",
-           "numeric_local_ids", "hash_strings"]
+__all__ = ["TableSpec", "Encoding", "load_table", "cache_complete", "criteo_spec", "avazu_spec", "movielens_spec",
+           "first_line", "numeric_local_ids", "hash_strings"]

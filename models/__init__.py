@@ -10,9 +10,27 @@ import torch
 
 from . import interactions  # noqa: F401  (registers every implementation)
 from .layers import pair_fields
-from .registry import (ATTENTION_POOLED, PAIRS, POOLED, available_pairs, check_hparams, check_pair, create_model,
-                       hparams_for, interaction_backend, interaction_entry, list_interactions, list_models,
-                       model_entry, register_interaction, register_model, running_backend)
+from .registry import (
+    ATTENTION_POOLED,
+    BILINEAR,
+    CIN,
+    NONE,
+    PAIRS,
+    POOLED,
+    available_pairs,
+    check_hparams,
+    check_pair,
+    create_model,
+    hparams_for,
+    interaction_backend,
+    interaction_entry,
+    list_interactions,
+    list_models,
+    model_entry,
+    register_interaction,
+    register_model,
+    running_backend,
+)
 
 # Every model file registers itself when imported; a new model is one new file.
 for _module in pkgutil.iter_modules(__path__):
@@ -32,6 +50,6 @@ def predict_proba(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["create_model", "list_models", "list_interactions", "available_pairs", "check_pair", "check_hparams",
-           "hparams_for",
+           "hparams_for", "interaction_backend", "running_backend",
            "register_model", "register_interaction", "model_entry", "interaction_entry",
-           "predict_proba", "pair_fields", "PAIRS", "POOLED", "ATTENTION_POOLED"]
+           "predict_proba", "pair_fields", "PAIRS", "POOLED", "ATTENTION_POOLED", "BILINEAR", "CIN", "NONE"]

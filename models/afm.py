@@ -1,10 +1,16 @@
 import torch
 from torch import nn
 
-from .layers import (FeaturesEmbedding, FeaturesLinear, FieldIds, PairAttention, attention_pooled_pairs,
-                     attention_weights, pair_fields)
+from .layers import (
+    FeaturesEmbedding,
+    FeaturesLinear,
+    FieldIds,
+    PairAttention,
+    attention_pooled_pairs,
+    attention_weights,
+    pair_fields,
+)
 from .registry import ATTENTION_POOLED, PAIRS, build_interaction, register_model
-
 
 # What `ctrbench tune` searches: BARS's Frappe space (attention_dim {64, 128}, attention_dropout
 # {0, 0.1, 0.2}, embedding_regularizer {1e-4, 1e-5, 1e-6}) plus the untuned values (A=16, no regularizer).
@@ -12,11 +18,15 @@ SEARCH_SPACE = {"attn_dim": [16, 64, 128], "dropout": [0.0, 0.1, 0.2],
                 "embedding_regularizer": [0.0, 1e-6, 1e-5, 1e-4]}
 
 
+# `--preset bars`: BARS's AFM_frappe_x1_011 (attention_dropout [0.1, 0.1]; ours drops the weights once).
+BARS = {"embed_dim": 10, "attn_dim": 128, "dropout": 0.1}
+
+
 @register_model("afm", accepts={PAIRS, ATTENTION_POOLED}, hparams={
     "embed_dim": "size E of each feature's latent vector",
     "attn_dim": "size A of the attention net's hidden layer",
     "dropout": "dropout on the attention weights",
-}, search_space=SEARCH_SPACE)
+}, search_space=SEARCH_SPACE, presets={"bars": BARS})
 class AFM(nn.Module):
     """Attentional Factorization Machine (Xiao et al., IJCAI 2017), as the article builds it.
 

@@ -4,14 +4,17 @@ from torch import nn
 from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pairs
 from .registry import PAIRS, POOLED, build_interaction, register_model
 
-
 # What `ctrbench tune` searches. BARS's Frappe space (FuxiCTR's `regularizer`, on FM's embeddings) is
 # {5e-5, 5e-6}; we add 0 (the untuned run) and the decades around it.
 SEARCH_SPACE = {"embedding_regularizer": [0.0, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4]}
 
 
+# `--preset bars`: BARS's FM_frappe_x1 embeds in 10 dimensions.
+BARS = {"embed_dim": 10}
+
+
 @register_model("fm", accepts={PAIRS, POOLED}, hparams={"embed_dim": "size E of each feature's latent vector"},
-                search_space=SEARCH_SPACE)
+                search_space=SEARCH_SPACE, presets={"bars": BARS})
 class FM(nn.Module):
     """Factorization Machine (Rendle, ICDM 2010): w0 + Σ w_i + Σ_{i<j} <v_i, v_j>.
 

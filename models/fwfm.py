@@ -4,15 +4,18 @@ from torch import nn
 from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pair_fields
 from .registry import PAIRS, build_interaction, register_model
 
-
 # What `ctrbench tune` searches (BARS publishes no FwFM space for Frappe; ours): FM's embedding
 # regularizer range, and an L2 on the pair weights r (the net regularizer), each with 0 (the untuned run).
 SEARCH_SPACE = {"embedding_regularizer": [0.0, 1e-6, 1e-5, 1e-4, 1e-3], "net_regularizer": [0.0, 1e-6, 1e-5, 1e-4]}
 
 
+# `--preset bars`: BARS has no FwFM on Frappe; its embedding size.
+BARS = {"embed_dim": 10}
+
+
 @register_model("fwfm", accepts={PAIRS}, hparams={
     "embed_dim": "size E of each feature's latent vector",
-}, search_space=SEARCH_SPACE)
+}, search_space=SEARCH_SPACE, presets={"bars": BARS})
 class FwFM(nn.Module):
     """Field-weighted Factorization Machine (Pan et al., WWW 2018): w0 + Σ w_i + Σ_p r_p <v_i, v_j>.
 

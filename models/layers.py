@@ -92,9 +92,13 @@ class FeaturesLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    """(B, in) -> (B, out): Linear -> BatchNorm -> ReLU -> Dropout per hidden layer, then Linear."""
+    """(B, in) -> (B, out): Linear -> BatchNorm -> ReLU -> Dropout per hidden layer, then Linear.
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float, out_dim: int = 1,
+    With out_dim=None there is no output Linear: (B, in) -> (B, hidden[-1]), a tower whose last hidden
+    layer is what the model reads (FinalMLP's two streams). `out_features` is the output width either way.
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float, out_dim: int | None = 1,
                  batch_norm: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
@@ -104,7 +108,9 @@ class MLP(nn.Module):
                 layers.append(nn.BatchNorm1d(width))
             layers += [nn.ReLU(), nn.Dropout(dropout)]
             in_dim = width
-        layers.append(nn.Linear(in_dim, out_dim))
+        if out_dim is not None:
+            layers.append(nn.Linear(in_dim, out_dim))
+        self.out_features = in_dim if out_dim is None else out_dim
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -4,17 +4,20 @@ from torch import nn
 from .layers import MLP, FeaturesEmbedding, FeaturesLinear, FieldIds, pooled_pairs
 from .registry import PAIRS, POOLED, build_interaction, register_model
 
-
 # What `ctrbench tune` searches: BARS's Frappe space (embedding_regularizer 1e-5 … 0.05, net_dropout
 # 0.1 … 0.4) plus the untuned run's (no regularizer).
 SEARCH_SPACE = {"embedding_regularizer": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.05], "dropout": [0.1, 0.2, 0.3, 0.4]}
+
+
+# `--preset bars`: BARS's NFM_frappe_x1_012 (its MLP without batch norm; ours keeps it).
+BARS = {"embed_dim": 10, "hidden": (400, 400, 400), "dropout": 0.4}
 
 
 @register_model("nfm", accepts={PAIRS, POOLED}, hparams={
     "embed_dim": "size E of each feature's latent vector",
     "hidden": "widths of the MLP's hidden layers above the bi-interaction pooling",
     "dropout": "dropout on the pooled vector and after each hidden layer",
-}, search_space=SEARCH_SPACE)
+}, search_space=SEARCH_SPACE, presets={"bars": BARS})
 class NFM(nn.Module):
     """Neural Factorization Machine (He & Chua, SIGIR 2017).
 

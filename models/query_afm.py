@@ -3,8 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pair_fields
 from .afm import SEARCH_SPACE as AFM_SEARCH_SPACE
+from .layers import FeaturesEmbedding, FeaturesLinear, FieldIds, pair_fields
 from .registry import PAIRS, build_interaction, register_model
 
 # What `ctrbench tune` searches: AFM's space (BARS's Frappe AFM space plus the untuned point), since the
@@ -56,13 +56,17 @@ class QueryPairAttention(nn.Module):
         return torch.einsum("bp,bpe->be", weights, pairs)
 
 
+# `--preset bars`: AFM's (BARS has no qAFM).
+BARS = {"embed_dim": 10, "attn_dim": 128, "dropout": 0.1}
+
+
 @register_model("qafm", accepts={PAIRS}, hparams={
     "embed_dim": "size E of each feature's latent vector",
     "attn_dim": "size A of the attention net's hidden layer",
     "dropout": "dropout on the attention weights",
     "query_fields": "field indices whose mean embedding is the attention's query; null = the "
                     "data set's item fields ([7, 8, 9] on purchase, [1] on frappe), else the last field",
-}, search_space=SEARCH_SPACE)
+}, search_space=SEARCH_SPACE, presets={"bars": BARS})
 class QueryAFM(nn.Module):
     """AFM whose attention also sees a query from the sample itself (the article's proposal).
 

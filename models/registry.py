@@ -17,7 +17,11 @@ from torch import nn
 PAIRS = "pairs"                        # (B, F, E) -> (B, P, E): one product per field pair
 POOLED = "pooled"                      # (B, F, E) -> (B, E): sum of the pair products
 ATTENTION_POOLED = "attention_pooled"  # (B, F, E), PairAttention -> (B, E): AFM's pooling, fused
-OUTPUTS = (PAIRS, POOLED, ATTENTION_POOLED)
+# Pairwise products with a weight, which the model holds and passes in; each model file says its contract.
+BILINEAR = "bilinear_pairs"            # (B, F, E), W (K, E, E), type -> (B, P, E): FiBiNET's (v_i W) ⊙ v_j
+CIN = "cin_layer"                      # (B, H, E), (B, F, E), W (H', H, F) -> (B, H', E): xDeepFM's CIN layer
+NONE = "none"                          # no pairwise product (DCNv2, AutoInt, FinalMLP): a pass-through
+OUTPUTS = (PAIRS, POOLED, ATTENTION_POOLED, BILINEAR, CIN, NONE)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class ModelEntry:
     # {name: [values]}: what `ctrbench tune` searches (a hyper-parameter or a training setting such as
     # embedding_regularizer); {} where the model declares none.
     search_space: dict = field(default_factory=dict)
+    # {training preset: {hyper-parameter: value}}: the architecture a named preset gives the model (`--preset
+    # bars`: BARS's best Frappe_x1 configuration); a preset the model does not name leaves its defaults.
+    presets: dict = field(default_factory=dict)
 
 
 _INTERACTIONS: dict[str, InteractionEntry] = {}
@@ -71,7 +78,7 @@ def register_interaction(name: str, output: str, tolerance: tuple[float, float] 
 
 
 def register_model(name: str, accepts: set[str], hparams: dict[str, str] | None = None,
-                   search_space: dict[str, list] | None = None):
+                   search_space: dict[str, list] | None = None, presets: dict[str, dict] | None = None):
     """Register a model class built as `builder(field_dims, interaction=..., **hparams)`.
 
     `search_space` ({name: [values]}, declared beside the model) is what `ctrbench tune` searches: the
@@ -87,9 +94,15 @@ def register_model(name: str, accepts: set[str], hparams: dict[str, str] | None 
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
         default_interaction, defaults = _signature_defaults(name, builder, dict(hparams or {}))
+        for preset, values in (presets or {}).items():
+            unknown = sorted(set(values) - set(hparams or {}))
+            if unknown:
+                raise ValueError(f"model {name!r}: preset {preset!r} sets {unknown}, which are not its "
+                                 "hyper-parameters")
         _MODELS[name] = ModelEntry(name, frozenset(accepts), builder, _first_doc_line(builder), default_interaction,
                                    {k: (defaults[k], meaning) for k, meaning in (hparams or {}).items()},
-                                   {k: list(v) for k, v in (search_space or {}).items()})
+                                   {k: list(v) for k, v in (search_space or {}).items()},
+                                   {k: dict(v) for k, v in (presets or {}).items()})
         builder.registry_name = name
         return builder
 
@@ -194,6 +207,11 @@ def check_hparams(models, hparams) -> None:
         who = (f"for model {models[0]!r}; known" if len(models) == 1
                else f"the selected models ({', '.join(models)}) know")
         raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} {who}: {sorted(known)}")
+
+
+def preset_hparams(model: str, preset: str) -> dict:
+    """The hyper-parameters training preset `preset` gives `model` ({} where it names none)."""
+    return dict(model_entry(model).presets.get(preset, {}))
 
 
 def hparams_for(model: str, hparams) -> dict:

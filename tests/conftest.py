@@ -1,7 +1,135 @@
+import hashlib
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+
+# --- afm_kernel: built once per session, in the background, into one folder every process shares ----------
+#
+# afm_kernel's C++ build takes 20-60 s on 2 cores (once per source and CPU; then cached on disk). The first
+# test that needs it would wait for all of it; instead the session starts the build in a child process
+# as soon as the tests are collected (only when a cached build is missing and the selection uses it:
+# the native build, and the AVX2 one test_afm_kernel_isa.py loads), and the modules that need a build
+# from their first test run last. A test that needs the kernel sooner
+# waits on torch's own build lock and then loads the child's build; nothing builds twice. The build
+# folder is pinned in $CTRBENCH_BUILD_DIR for the session, so every subprocess (the gate's, the suite's,
+# torchrun's ranks) and a test that moves $XDG_CACHE_HOME all load that one build.
+
+KERNEL_LAST = ("test_afm_kernel_isa.py", "test_afm_kernel_threads.py")   # need a build from their first test
+ISA_BUILDS = {"test_afm_kernel_isa.py": ("avx2", "avx512")}     # builds for a chosen ISA these modules load
+_prebuild: subprocess.Popen | None = None
+PREBUILD = """
+import sys
+from ctrbench.models.interactions import afm_kernel
+afm_kernel.kernel_status()                      # the native build, which most tests use
+for isa in sys.argv[1:]:
+    afm_kernel.build_status(isa)
+"""
+
+
+def afm_kernel_build_cached(isa: str = "native") -> bool:
+    """Whether afm_kernel's build for this source (and ISA; for "native" this CPU) is already in its
+    folder, under the name the kernel's own build gives it (if that ever changes, this only starts a
+    needless background check)."""
+    from ctrbench.models.interactions import afm_kernel
+    isa_flags = getattr(afm_kernel, "ISA_FLAGS", {}).get(isa, ["-march=native"] if isa == "native" else None)
+    if isa_flags is None:
+        return True                                 # an ISA this kernel does not know: nothing to build
+    flags = ["-O3", *isa_flags, *afm_kernel.openmp_flags()]
+    digest = hashlib.sha256(afm_kernel.SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+    name = f"ctrbench_afm_kernel_{afm_kernel.machine_key() if isa == 'native' else isa}_{digest}"
+    return (afm_kernel.build_dir() / name / f"{name}.so").exists()
+
+
+def _needs_kernel(item) -> bool:
+    return item.path.name in KERNEL_LAST or "afm_kernel" in item.nodeid
+
+
+def _isa_builds(items) -> list[str]:
+    """The ISA builds (besides the native one) that the selected tests load and this CPU can run."""
+    from ctrbench.models.interactions import afm_kernel
+    if not hasattr(afm_kernel, "build_status") or not hasattr(afm_kernel, "cpu_lacks"):
+        return []
+    wanted = {isa for item in items for isa in ISA_BUILDS.get(item.path.name, ())}
+    # where the native build is that ISA already, its tests skip the ISA's own build
+    wanted.discard(torch_cpu_capability())
+    return sorted(isa for isa in wanted if not afm_kernel.cpu_lacks(isa) and not afm_kernel_build_cached(isa))
+
+
+def torch_cpu_capability() -> str:
+    import torch
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
+def pytest_collection_modifyitems(config, items):
+    global _prebuild
+    from ctrbench.models.interactions import afm_kernel
+    os.environ.setdefault(afm_kernel.BUILD_DIR_ENV, str(afm_kernel.build_dir()))
+    last = [item for item in items if item.path.name in KERNEL_LAST]
+    if last:
+        items[:] = [item for item in items if item.path.name not in KERNEL_LAST] + last
+    needing = [item for item in items if _needs_kernel(item)]
+    if not needing or len(needing) == len(items) or _prebuild is not None:
+        return
+    isas = _isa_builds(items)
+    if isas or not afm_kernel_build_cached():
+        _prebuild = subprocess.Popen([sys.executable, "-c", PREBUILD, *isas], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Never kill a build half-way (it would leave torch's lock file behind): let it finish."""
+    if _prebuild is not None and _prebuild.poll() is None:
+        try:
+            _prebuild.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# --- `python -m ...` entry points, all in one fresh interpreter ----------------------------------------
+
+FRESH_HELP = """
+import contextlib, io, json, runpy, sys
+results = []
+for module, argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [module, *argv]
+    code = None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            code = stop.code
+    results.append({"module": module, "argv": argv, "code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_entry_points(calls: list[tuple[str, list[str]]]) -> list[dict]:
+    """Each `python -m MODULE ARGV...` of `calls` run as `-m` runs it (runpy, as __main__), one after the
+    other in ONE fresh Python: {"code" (SystemExit's), "stdout", "stderr"} for each. Importing torch and
+    ctrbench costs seconds per process; `--help` of a dozen entry points need not pay it a dozen times."""
+    done = subprocess.run([sys.executable, "-c", FRESH_HELP, json.dumps(calls)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+HELP_CALLS = [("ctrbench", [*command, "--help"]) for command in
+              ([], ["run"], ["leaderboard"], ["list"], ["attention"], ["gate"], ["gate-baseline"], ["download"])]
+HELP_CALLS.append(("ctrbench.measure.device_sweep", ["--help"]))
+
+
+@pytest.fixture(scope="session")
+def entry_point_helps() -> dict[tuple[str, ...], dict]:
+    """`--help` of every `python -m` entry point the tests read, from one fresh process, keyed by
+    (module, *argv)."""
+    return {(module, *argv): result for (module, argv), result in
+            zip(HELP_CALLS, run_entry_points(HELP_CALLS))}
 
 
 @dataclass
@@ -64,6 +192,7 @@ def away_from_relu_kink(attention, emb) -> None:
     Pinned away from the kink, any difference is arithmetic. W, and so the attention's variation over
     pairs, is left as it was."""
     import torch
+
     from ctrbench.models.interactions.reference import pair_products_reference
     with torch.no_grad():
         hidden = attention.hidden
@@ -92,6 +221,7 @@ def assert_whole_afm_matches_triu_index(interaction: str, field_dims: list[int],
     random ids and dropout seed: logits, every parameter's gradient of sum(logits²) and the attention
     weights agree (forward 1e-5, gradients 1e-4 of the largest exact value). Returns the fast model."""
     import torch
+
     from ctrbench.measure.cells import random_ids
     from ctrbench.models import create_model
 

@@ -46,7 +46,8 @@ def _step(module, attention, emb, grad_out, seed=3):
     return [out.detach(), module.attention_weights(emb, attention), *grads]
 
 
-# B = 1000: not a multiple of a block (16 float32 / 8 float64 samples) and many blocks, so at 2 and 3
+# B = 1000: not a multiple of a block (a vector register's lanes: 16 float32 / 8 float64 samples with
+# AVX-512, 8 / 4 with AVX2) and many blocks, so at 2 and 3
 # threads the blocks (and the backward's chunks) are split unevenly. E = A = 16 is the unrolled kernel,
 # E = 8, A = 5 the run-time-sized one.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -139,13 +140,13 @@ def test_kernel_runs_on_torchs_pool_at_two_threads():
     no_mask = V.new_empty(0)
     caller = str(threading.get_native_id())
     with _threads(2):
-        _, weights = kernel.forward(V, W, b, h, no_mask, False)              # warm-up: the pool at 2
+        _, weights, relu = kernel.forward(V, W, b, h, no_mask, False, True)  # warm-up: the pool at 2
         g = torch.randn(2048, 16)
         enough = 0.2 * os.sysconf("SC_CLK_TCK")   # 0.2 s of the calling thread's CPU time, in clock ticks
         before = _cpu_ticks()
         for _ in range(200):
-            kernel.forward(V, W, b, h, no_mask, False)
-            kernel.backward(V, W, b, h, weights, no_mask, g)
+            kernel.forward(V, W, b, h, no_mask, False, True)
+            kernel.backward(V, W, b, h, weights, no_mask, g, relu)
             after = _cpu_ticks()
             if after[caller] - before[caller] >= enough:
                 break

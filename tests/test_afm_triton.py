@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_seeded_dropout, assert_whole_afm_matches_triu_index, away_from_relu_kink, gradient_floor
 
 from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, running_backend
@@ -25,9 +26,6 @@ from ctrbench.models.interactions.afm_fused import FusedAttentionPooling
 from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
 from ctrbench.models.layers import PairAttention
 from ctrbench.models.registry import interaction_entry
-
-from conftest import (assert_seeded_dropout, assert_whole_afm_matches_triu_index, away_from_relu_kink,
-                      gradient_floor)
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 UNDER_INTERPRETER = HAS_TRITON and afm_triton.interpreter_requested()

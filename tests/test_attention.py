@@ -6,16 +6,28 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_dataset
 
-from ctrbench.attention.analysis import (COMPARISONS, add_attention_parser, analyse_attention, analyse_trained, attention_matrix,
-                                attention_models, fm_pair_strength, fwfm_pair_strengths, pair_names,
-                                planted_recovery, precision_at_k, ranks, spread_measures, top_pairs)
-from ctrbench.measure.cells import random_ids
+from ctrbench.attention.analysis import (
+    COMPARISONS,
+    add_attention_parser,
+    analyse_attention,
+    analyse_trained,
+    attention_matrix,
+    attention_models,
+    fm_pair_strength,
+    fwfm_pair_strengths,
+    pair_names,
+    planted_recovery,
+    precision_at_k,
+    ranks,
+    spread_measures,
+    top_pairs,
+)
 from ctrbench.datasets import load, pair_number
+from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, pair_fields
 from ctrbench.training.train import TrainConfig
-
-from conftest import make_tiny_dataset
 
 PURCHASE_FIELDS = ["age", "gender", "member_years", "region", "vip_level", "purchase_frequency",
                    "avg_order_value", "category_l2", "brand", "origin"]

@@ -2,6 +2,7 @@
 in the warm-up (never inside the timed epochs), and the id check leaves the graph whole."""
 import pytest
 import torch
+from conftest import make_tiny_dataset
 from torch._dynamo.utils import counters
 
 import ctrbench.training.train as train
@@ -9,8 +10,6 @@ from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, list_models
 from ctrbench.training.protocol import RunSpec, run_one
 from ctrbench.training.train import TrainConfig
-
-from conftest import make_tiny_dataset
 
 FIELD_DIMS = [4, 5, 3, 6]
 # A last batch of another size (2400 % 256 = 96): the warm-up must build both graphs.

@@ -2,12 +2,11 @@
 peak memory and the GPU in the record, compiled and eager alike."""
 import pytest
 import torch
+from conftest import make_tiny_dataset
 
 from ctrbench.datasets.batching import batches
 from ctrbench.training.protocol import RunSpec, run_one
 from ctrbench.training.train import TrainConfig
-
-from conftest import make_tiny_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CONFIG = TrainConfig(max_epochs=3, batch_size=256, patience=3)

@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from ctrbench.datasets import (BadInputError, Dataset, DatasetNotFoundError, DownloadError, batches, download,
-                               list_datasets, load, make_splits, pair_number, resolve_data_dir)
+from ctrbench.datasets import (
+    BadInputError,
+    Dataset,
+    DatasetNotFoundError,
+    DownloadError,
+    batches,
+    download,
+    list_datasets,
+    load,
+    make_splits,
+    pair_number,
+    resolve_data_dir,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

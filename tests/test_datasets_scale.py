@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from ctrbench.datasets import BadInputError, load
+from ctrbench.datasets import BadInputError, load, tabular
 from ctrbench.datasets.batching import _Rows, batches, block_batches
 from ctrbench.datasets.core import SplitView, id_dtype
 from ctrbench.datasets.synthetic import write_criteo_tsv
-from ctrbench.datasets import tabular
 from ctrbench.models import create_model
 from ctrbench.training.train import device_batches
-
 
 pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
 

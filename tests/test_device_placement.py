@@ -11,8 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ctrbench.attention.analysis import pair_dots
-from ctrbench.measure.cells import random_ids
 from ctrbench.datasets.batching import batches
+from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, list_models
 from ctrbench.training.train import predict_on_device, train_epoch
 

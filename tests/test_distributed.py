@@ -11,15 +11,14 @@ import time
 
 import pytest
 import torch
+from conftest import make_tiny_dataset
 from torch import nn
 
 from ctrbench.datasets.batching import batches
-from ctrbench.training.distributed import backend_for, launched_by_torchrun
 from ctrbench.models import create_model
+from ctrbench.training.distributed import backend_for, launched_by_torchrun
 from ctrbench.training.protocol import RunSpec, run_one
 from ctrbench.training.train import TrainConfig
-
-from conftest import make_tiny_dataset
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
@@ -219,5 +218,6 @@ def test_one_rank_under_torchrun_joins_a_process_group_and_equals_one_process(tm
     spec = RunSpec("purchase", "fm", "sum_square", SEED, {}, {"rows": ROWS}, CONFIG, "cpu")
     assert record["key"] == spec.key()
     single = single_process_record(spec)
-    assert [h["loss"] for h in record["history"]] == pytest.approx([h["loss"] for h in single["history"]], abs=TOLERANCE)
+    single_losses = [h["loss"] for h in single["history"]]
+    assert [h["loss"] for h in record["history"]] == pytest.approx(single_losses, abs=TOLERANCE)
     assert record["test"]["auc"] == pytest.approx(single["test"]["auc"], abs=TOLERANCE)

@@ -10,8 +10,15 @@ import torch
 from torch import nn
 
 from ctrbench.models import create_model, list_models, model_entry
-from ctrbench.training.embedding_updates import (DEFAULT, build_optimizer, embedding_modules, embedding_update,
-                                                 list_embedding_updates, optimizer_state_bytes, split_parameters)
+from ctrbench.training.embedding_updates import (
+    DEFAULT,
+    build_optimizer,
+    embedding_modules,
+    embedding_update,
+    list_embedding_updates,
+    optimizer_state_bytes,
+    split_parameters,
+)
 from ctrbench.training.embedding_updates.fused_rowwise_adagrad import FusedRowWiseAdagrad, fused_lookup
 from ctrbench.training.embedding_updates.rowwise_adagrad import RowWiseAdagrad
 from ctrbench.training.protocol import RunSpec, run_one

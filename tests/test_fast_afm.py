@@ -6,17 +6,15 @@ import shutil
 
 import pytest
 import torch
+from conftest import assert_seeded_dropout, assert_whole_afm_matches_triu_index, away_from_relu_kink, gradient_floor
 
 from ctrbench.measure.cells import implementations, random_ids
 from ctrbench.models import create_model
-from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
 from ctrbench.models.interactions import afm_kernel
 from ctrbench.models.interactions.afm_kernel import kernel_status
+from ctrbench.models.interactions.reference import attention_pooling_reference, pair_products_reference
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
 from ctrbench.models.registry import interaction_entry
-
-from conftest import (assert_seeded_dropout, assert_whole_afm_matches_triu_index, away_from_relu_kink,
-                      gradient_floor)
 
 FAST = ["afm_fused", "afm_kernel"]
 

@@ -14,8 +14,9 @@ SUITE = gate.SUITE
 
 
 def measures(ratio=1.5, flops=100, saved=1000):
-    return {"layer product F=39 E=16 B=1024 train | einsum": {"ratio": ratio, "flops": flops, "saved_activation_bytes": saved},
-            "layer product F=39 E=16 B=1024 train | triu_index": {"ratio": 1.0, "flops": flops, "saved_activation_bytes": saved}}
+    costs = {"flops": flops, "saved_activation_bytes": saved}
+    return {"layer product F=39 E=16 B=1024 train | einsum": {"ratio": ratio, **costs},
+            "layer product F=39 E=16 B=1024 train | triu_index": {"ratio": 1.0, **costs}}
 
 
 def test_unchanged_measures_pass():
@@ -39,7 +40,8 @@ def test_grown_deterministic_cost_fails(cost):
 
 def test_new_cell_is_a_note_not_a_failure():
     baseline = gate.baseline_from_runs([measures()])
-    current = {**measures(), "layer product F=39 E=16 B=1024 train | fresh": measures()["layer product F=39 E=16 B=1024 train | einsum"]}
+    einsum = measures()["layer product F=39 E=16 B=1024 train | einsum"]
+    current = {**measures(), "layer product F=39 E=16 B=1024 train | fresh": einsum}
     regressions, notes = gate.compare(baseline, current)
     assert not regressions and any("fresh" in n for n in notes)
 
@@ -98,6 +100,73 @@ def test_only_cpu_eager_cells_are_gated():
                                    bench("triu_index", 0.1, compile=True), bench("einsum", 9.0, compile=True),
                                    bench("einsum", 9.0, device="cuda")])
     assert measured["layer product F=10 E=16 B=1024 train | einsum"]["ratio"] == 2.0 and len(measured) == 2
+
+
+# --- afm_kernel against afm_fused, in the same run --------------------------------------------------------
+
+AFM_TRAIN = "layer afm F=39 E=16 B=1024 train"
+
+
+def afm_measures(kernel=0.3, fused=0.5, group=AFM_TRAIN):
+    """An AFM-pooling cell's ratios to triu_index: afm_kernel's fastest round is kernel/fused of afm_fused's."""
+    cell = {"flops": 100, "saved_activation_bytes": 1000}
+    return {f"{group} | triu_index": {**cell, "ratio": 1.0}, f"{group} | afm_fused": {**cell, "ratio": fused},
+            f"{group} | afm_kernel": {**cell, "ratio": kernel}}
+
+
+def test_afm_kernel_faster_than_afm_fused_passes():
+    baseline = gate.baseline_from_runs([afm_measures()])
+    assert gate.compare(baseline, afm_measures(kernel=0.4)) == ([], [])
+    assert gate.kernel_regressions({**afm_measures(group="layer afm F=10 E=16 B=1024 forward"), **measures()}) == []
+
+
+def test_afm_kernel_slower_than_afm_fused_fails_whatever_the_baseline_says():
+    # planted: the kernel 1.2x afm_fused's time, at a ratio the baseline allows (it was measured there)
+    slow = afm_measures(kernel=0.6)
+    baseline = gate.baseline_from_runs([slow])
+    regressions, _ = gate.compare(baseline, slow)
+    assert regressions == ["afm_kernel slower than afm_fused at layer afm F=39 E=16 B=1024 train: 1.20× its time "
+                           "(time ratio to triu_index: afm_kernel 0.600, afm_fused 0.500)"]
+    assert gate.compare(baseline, slow, times=False)[0] == regressions      # also where time is not judged
+    # only the AFM-pooling cells, and only where both were measured in this run
+    product = {k.replace("layer afm", "layer product"): v for k, v in slow.items()}
+    assert gate.kernel_regressions(product) == []
+    assert gate.kernel_regressions({k: v for k, v in slow.items() if "afm_fused" not in k}) == []
+    assert gate.is_time_check(regressions[0]) and gate.cells_of({gate.subject(regressions[0])}) == {
+        f"{AFM_TRAIN} | afm_kernel", f"{AFM_TRAIN} | afm_fused"}
+
+
+def test_afm_kernel_slower_is_measured_again_like_any_time_regression(tmp_path, monkeypatch):
+    baseline = gate.baseline_from_runs([afm_measures(kernel=0.6)], tolerance=0.5)     # its ratio is no regression
+    asked = []
+
+    def measure_once(dump, *args, only=None, **kwargs):
+        asked.append(only)
+        return next(runs)
+    monkeypatch.setattr(gate, "measure_once", measure_once)
+    runs = iter([afm_measures(kernel=0.6), afm_measures()])               # a burst of load, then normal
+    assert gate.check(baseline, tmp_path, attempts=3, log=lambda m: None) == ([], [])
+    pair = {f"{AFM_TRAIN} | afm_kernel", f"{AFM_TRAIN} | afm_fused"}
+    assert asked == [None, pair]                                          # both cells timed again, with triu_index
+    asked.clear()
+    runs = iter([afm_measures(kernel=0.6)] * 3)                           # slower every time
+    lines = []
+    regressions, _ = gate.check(baseline, tmp_path, attempts=3, log=lines.append)
+    assert asked == [None, pair, pair] and len(regressions) == 1
+    assert regressions[0].startswith(f"afm_kernel slower than afm_fused at {AFM_TRAIN}: 1.20× its time")
+    # costs only (a foreign baseline whose code is not at hand) re-measures it too
+    asked.clear()
+    runs = iter([afm_measures(kernel=0.6), afm_measures()])
+    assert gate.check_costs(baseline, tmp_path, log=lambda m: None) == ([], [])
+    assert asked == [None, pair]
+
+
+def test_the_committed_baseline_has_afm_kernel_faster_than_afm_fused():
+    """The baseline's own machine passed the check when it was measured (a baseline that fails it would
+    make every same-machine gate fail)."""
+    cells = gate.load_baseline()["cells"]
+    assert any(key.startswith(gate.KERNEL_POOLING) and key.endswith("| afm_kernel") for key in cells)
+    assert gate.kernel_regressions(cells) == []
 
 
 # --- the machine: which comparison the gate makes ------------------------------------------------------
@@ -244,7 +313,9 @@ def test_foreign_baseline_and_unchanged_code_pass_by_ab(tmp_path, unchanged_comm
 
 @pytest.mark.slow
 def test_foreign_baseline_and_planted_2x_slowdown_fail_by_ab(tmp_path, unchanged_commit):
-    regressions, _, lines = run_foreign_gate(tmp_path, unchanged_commit, attempts=3, plant=True)
+    # Two attempts, not three: a slowdown is confirmed only if it shows every time, so two already take
+    # the suspect's re-measurement (in the other order, B then A) and fewer fresh processes (~9 s each).
+    regressions, _, lines = run_foreign_gate(tmp_path, unchanged_commit, attempts=2, plant=True)
     assert len(regressions) == 1, "\n".join(lines)
     assert regressions[0].startswith("layer product F=10 E=16 B=1024 forward | einsum: time ratio")
     assert any("1 cell(s) again" in line for line in lines)      # the confirmation timed the suspect only

@@ -25,7 +25,7 @@ def _packages() -> dict[str, Path]:
 # import namespace ctrbench.* -> folders
 PACKAGES = _packages()
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "pytest_benchmark": "pytest-benchmark"}
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "pytest_benchmark": "pytest-benchmark", "deepctr_torch": "deepctr-torch"}
 # imported only inside a fallback (`try: ... except ImportError`) or from pip's own vendored copy
 OPTIONAL = {"pip"}
 

@@ -2,7 +2,8 @@
 synthetic files: ratios, status cells, which file feeds which section, corrupt files reported."""
 import json
 
-from ctrbench.report.leaderboard import gpu_files, render
+from ctrbench.report.gpu import gpu_files
+from ctrbench.report.leaderboard import render
 
 MiB = 2 ** 20
 
@@ -45,7 +46,8 @@ def gpu_step_document():
 
 
 def step_gap_document():
-    return {"kind": "step_gap", "environment": {"device": "cuda", "device_name": "NVIDIA Test GPU", "git_commit": "abc"},
+    return {"kind": "step_gap",
+            "environment": {"device": "cuda", "device_name": "NVIDIA Test GPU", "git_commit": "abc"},
             "settings": {"dataset": "purchase", "rows": 1000, "batches": [4096], "epochs": 3, "compile": False},
             "cells": [{"model": "fm", "interaction": "sum_square", "batch": 4096, "compile": False,
                        "bare_samples_per_s": 3e6, "protocol_samples_per_s": 2e6},

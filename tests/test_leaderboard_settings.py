@@ -2,7 +2,7 @@
 machine, tuned or not), every model at most once per table, a t-test only inside a table."""
 import re
 
-from ctrbench.report.leaderboard import quality_section
+from ctrbench.report.quality import quality_section
 
 BASE = {"batch_size": 1024, "eval_batch_size": 8192, "lr": 0.001, "max_epochs": 100, "patience": 3,
         "plateau_lr_factor": None, "weight_decay": 0.0}
@@ -24,6 +24,8 @@ def tables(lines: list[str]) -> list[tuple[str, list[str]]]:
     for line in "\n".join(lines).splitlines():
         if line.startswith("### "):
             found.append((line[4:], []))
+        elif line.startswith("| setting"):
+            quality_table = False
         elif line.startswith("| model"):
             quality_table = "| interaction" in line         # not the tuned-against-untuned table below it
         elif found and quality_table and line.startswith("| "):
@@ -55,13 +57,13 @@ def test_tuned_runs_get_their_own_table_with_their_tuned_settings_in_the_row(tmp
     lines = quality_section(untuned + tuned, tmp_path)
     found = tables(lines)
     assert len(found) == 2
-    (tuned_models,) = [models for heading, models in found if heading.endswith("— tuned (tpe, pruning from epoch 2)")]
+    (tuned_models,) = [models for heading, models in found if " · tuned (tpe, pruning from epoch 2) · " in heading]
     assert sorted(tuned_models) == ["afm", "fm"]             # one table although their regularizers differ
     text = "\n".join(lines)
     assert "embedding_regularizer=1e-05" in text and "study `p-afm`, 6 trials" in text
-    assert "[history](tuning/p-fm_history.png)" in text and "p-fm_importance" not in text
+    assert "[history](../tuning/p-fm_history.png)" in text and "p-fm_importance" not in text
     assert "p-afm_" not in text and "plots: none in this results folder" in text
-    assert not re.search(r"Training: [^\n]*embedding_regularizer", text)   # a row's setting, not the table's
+    assert not re.search(r"\| training +\| [^\n]*embedding_regularizer", text)   # a row's setting, not the table's
     # fm's untuned runs have its default hyper-parameters: the tuned one is set against them, seed by seed
     gain = next(line for line in text.splitlines() if line.startswith("| fm ") and "+0.0200" in line)
     assert "0.7210" in gain and "0.7010" in gain and "p=0 (constant gap)" in gain
@@ -88,7 +90,7 @@ def test_studies_that_searched_differently_get_tables_of_their_own(tmp_path):
     records = [tuned_run(s, "old") for s in range(2)]                            # made before it was recorded
     records += [tuned_run(s, "new", prune_from_epoch=10) for s in range(2)]
     records += [tuned_run(s, "free", prune_from_epoch=None) for s in range(2)]
-    headings = sorted(heading.split(" — ")[1] for heading, _ in tables(quality_section(records, tmp_path)))
+    headings = sorted(heading.split(" · ")[2] for heading, _ in tables(quality_section(records, tmp_path)))
     assert headings == ["tuned (tpe, no pruning)", "tuned (tpe, pruning from epoch 10)",
                         "tuned (tpe, pruning from epoch 2)"]
 

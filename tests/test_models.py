@@ -7,9 +7,16 @@ import pytest
 import torch
 
 from ctrbench.measure.cells import random_ids
-from ctrbench.models import (available_pairs, create_model, list_interactions, list_models, pair_fields,
-                             predict_proba)
-from ctrbench.models.interactions.reference import ReferencePairs
+from ctrbench.models import (
+    available_pairs,
+    create_model,
+    interaction_entry,
+    list_interactions,
+    list_models,
+    pair_fields,
+    predict_proba,
+)
+from ctrbench.models.interactions.reference import reference_interaction
 
 FIELD_DIMS = [4, 3, 6, 2, 5, 7, 3, 8, 6, 4]   # 10 fields like the article's purchase log
 
@@ -20,7 +27,7 @@ def test_same_logits_and_gradients_as_reference(model_name, interaction, dtype):
     torch.manual_seed(0)
     model = create_model(model_name, FIELD_DIMS, interaction=interaction).to(dtype)
     reference = copy.deepcopy(model)
-    reference.interaction = ReferencePairs()
+    reference.interaction = reference_interaction(interaction_entry(interaction).output)
     x = random_ids(FIELD_DIMS, 32)
     for m in (model, reference):
         m.train()

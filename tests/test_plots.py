@@ -14,25 +14,16 @@ def captured(monkeypatch):
     plt.close("all")
 
 
-def run(model, auc, device="cpu", patience=10):
-    return {"kind": "run", "dataset": "purchase", "model": model, "test": {"auc": auc},
-            "device": device, "config": {"patience": patience}}
-
-
-def group_of(record):
-    key = (record["device"], record["config"]["patience"])
-    return key, f"{record['device']}, patience={record['config']['patience']}"
-
-
-def test_auc_plot_draws_one_comparable_group_never_a_pool_of_settings(tmp_path, captured):
-    records = [run("fm", 0.70), run("fm", 0.72), run("afm", 0.69), run("afm", 0.71),
-               run("fm", 0.10, device="cuda"), run("fm", 0.20, patience=3)]
-    plots._auc_plot(tmp_path / "auc.png", records, group_of)
-    (ax,), = captured
-    means = ax.containers[0].lines[0].get_ydata()
-    assert list(ax.get_xticklabels()[k].get_text() for k in range(2)) == ["afm", "fm"]
-    assert means == pytest.approx([0.70, 0.71])          # the cpu/patience-10 runs alone
-    assert "cpu, patience=10" in ax.get_title()
+def test_auc_plot_draws_the_groups_it_is_given_best_first_and_names_their_setting(tmp_path, captured):
+    groups = [("purchase", "cpu, eager; untuned; quick preset",
+               {"fm": [0.70, 0.72], "afm": [0.69, 0.75], "nfm": [0.60]}),
+              ("frappe", "cuda (X), eager; tuned", {"fm": [0.9]})]
+    plots._auc_plot(tmp_path / "auc.png", groups)
+    (first, second), = captured
+    means = first.containers[0].lines[0].get_ydata()
+    assert [label.get_text() for label in first.get_xticklabels()] == ["afm", "fm", "nfm"]
+    assert means == pytest.approx([0.72, 0.71, 0.60])
+    assert "cpu, eager; untuned; quick preset" in first.get_title() and "cuda (X)" in second.get_title()
 
 
 def test_coinciding_lines_stay_visible_and_are_named(tmp_path, captured):

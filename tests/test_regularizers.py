@@ -29,7 +29,9 @@ def reference_penalty(model: nn.Module, x: torch.Tensor, embedding: float, net: 
     return total
 
 
-@pytest.mark.parametrize("model_name", [m for m in list_models()])
+# The reference below indexes every table with the global ids: one-table models. DeepCTR's peer models keep a
+# table per field; tests/test_peers.py checks the regularizer on those against a per-field reference.
+@pytest.mark.parametrize("model_name", [m for m in list_models() if not m.startswith("deepctr_")])
 def test_gradient_equals_the_plain_reference(model_name):
     torch.manual_seed(0)
     field_dims = [4, 5, 3, 6]
@@ -87,6 +89,8 @@ def test_off_leaves_the_run_key_of_stored_records_unchanged():
         pytest.skip("no stored records in this checkout")
     for path in paths:
         record = json.loads(path.read_text())
+        if record["model"] not in list_models():        # a peer library's model, where its extra is not installed
+            continue
         config = TrainConfig(**record["config"])
         spec = RunSpec(record["dataset"], record["model"], record["interaction"], record["seed"],
                        record["hparams"], {}, config, record["device"],

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ctrbench.datasets import load
+from ctrbench.measure import data_scale
 from ctrbench.models import create_model
-from ctrbench.report import leaderboard
+from ctrbench.report import scale
 from ctrbench.training import protocol
 from ctrbench.training.protocol import RunSpec, run_one
 from ctrbench.training.train import TrainConfig, evaluate, train_epoch
@@ -109,12 +110,12 @@ DATA_SCALE = {
 def test_leaderboard_renders_data_at_scale_from_its_json(tmp_path):
     path = tmp_path / "data_scale.json"
     path.write_text(json.dumps(DATA_SCALE))
-    text = "\n".join(leaderboard.data_scale_section(leaderboard.read_data_scale(path)))
+    text = "\n".join(scale.data_scale_section(data_scale.read(path)))
     assert "Data at scale" in text
     assert "20,000,000" in text and "180,000" in text and "400,000" in text
     assert "1.20" in text                           # the epoch's peak RSS, GiB
     assert "load average" in text.lower() and "3.5" in text
-    assert leaderboard.data_scale_section(leaderboard.read_data_scale(tmp_path / "absent.json")) == []
+    assert scale.data_scale_section(data_scale.read(tmp_path / "absent.json")) == []
 
 
 @pytest.mark.slow                                   # two child processes, each importing torch: ~9 s
@@ -127,4 +128,4 @@ def test_data_scale_trains_through_the_protocols_epoch(tmp_path):
     document = json.loads(out.read_text())
     assert document["train"]["path"] == "ctrbench.training.train.train_epoch"
     assert document["train"]["rows_seen"] == document["train"]["train_rows"] == 2400
-    assert "Data at scale" in "\n".join(leaderboard.data_scale_section(leaderboard.read_data_scale(out)))
+    assert "Data at scale" in "\n".join(scale.data_scale_section(data_scale.read(out)))

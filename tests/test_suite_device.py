@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from ctrbench import pytest_plugin
-
 from ctrbench.measure import cells
 from ctrbench.measure.cells import LayerCell, ModelCell, cell_id, layer_cells, model_cells
-from ctrbench.report.leaderboard import render
 from ctrbench.models import list_models, model_entry
+from ctrbench.report.leaderboard import render, render_pages
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "suite" / "test_speed.py"
 
@@ -56,7 +55,8 @@ def run_suite(tmp_path, *args, plant: str | None = None):
     command = [sys.executable, "-m", "pytest", str(SUITE), "--benchmark-only", "-q", "-p", "no:cacheprovider",
                "--ctrbench-results", str(tmp_path / "results"), *(["-p", "planted"] if plant else []), *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+                          env={**os.environ,
+                               "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
@@ -169,7 +169,8 @@ def test_cell_record_is_rewritten_after_every_cell_and_the_budget_stops_new_ones
         log.add(StubItem(cell), "ok" if index else "oom", None if index else "OutOfMemoryError: boom", 0.5)
         document = json.loads(log.path.read_text())
         assert len(document["cells"]) == index + 1 and not document["complete"]
-        assert document["cells"][-1]["group"] == cell.group and document["cells"][-1]["extra_info"]["interaction"] == name
+        assert document["cells"][-1]["group"] == cell.group
+        assert document["cells"][-1]["extra_info"]["interaction"] == name
         now[0] += 2
     assert log.budget_reason() == "time budget of 5 s spent after 3 cells (--ctrbench-budget-s)"
     log.finish(pytest.ExitCode.OK)
@@ -219,10 +220,18 @@ def test_suite_run_records_each_cell_compiled_ones_included_and_a_failure_does_n
     assert compiled["extra_info"]["compile"] is True and compiled["extra_info"]["compile_s"] > 0
     assert compiled["extra_info"]["backend"] == "sum_square" and compiled["benchmark"]["stats"]["median"] > 0
     assert document["complete"] and document["device"] == "cpu"
+    # roofline data on the CPU: the algebra's FLOPs (B·P·E pair products), their rate, the measured peak
+    triu = status["triu_index-10-16-1024-forward-product-float32"]
+    info, median = triu["extra_info"], triu["benchmark"]["stats"]["median"]
+    assert info["algebraic_flops"] == 1024 * 45 * 16
+    assert info["gflops"] == pytest.approx(1024 * 45 * 16 / median / 1e9)
+    assert 0 < info["peak_gflops"] < float("inf")
+    assert info["peak_fraction"] == pytest.approx(info["gflops"] / info["peak_gflops"])
+    assert compiled["extra_info"]["algebraic_flops"] is None and compiled["extra_info"]["peak_gflops"] > 0  # not AFM
     [stored] = (tmp_path / "results" / "benchmarks").glob("*/*.json")
     run = json.loads(stored.read_text())
     assert run["ctrbench"]["session"] == document["session"] and len(run["benchmarks"]) == 3
-    leaderboard = squash((tmp_path / "results" / "leaderboard.md").read_text())
+    leaderboard = squash(render(tmp_path / "results")[0])
     assert "| fm · compiled " in leaderboard and "## Cells without a number" in leaderboard
     assert "einsum-10-16-1024-forward-product-float32] | oom | RuntimeError: CUDA out of memory" in leaderboard
 
@@ -269,8 +278,9 @@ def test_suite_on_cuda_records_device_peak_memory_and_compiled_twins(tmp_path):
         assert cell["status"] == "ok" and info["device"].startswith("cuda") and info["cuda_peak_bytes"] > 0
         assert info["device_name"] == torch.cuda.get_device_name() and "peak_rss_rise_bytes" not in info
     assert sum(bool(c["extra_info"].get("compile_s")) for c in document["cells"]) == 1
-    leaderboard = (tmp_path / "results" / "leaderboard.md").read_text()
-    assert f"## Speed: whole models — {torch.cuda.get_device_name()} (cuda)" in leaderboard
+    leaderboard = render(tmp_path / "results")[0]
+    assert f"# Speed and memory on {torch.cuda.get_device_name()} (GPU)" in leaderboard
+    assert "## Speed: whole models" in leaderboard
 
 
 # ---------------------------------------------------------------------------------- leaderboard
@@ -309,10 +319,11 @@ def test_leaderboard_has_one_section_per_device_and_never_mixes_them(tmp_path):
         "cuda:0", "NVIDIA H200",
         cells=[{"nodeid": "t::test_model[afm-afm_fused-wide-16384-train-compiled]", "status": "compile_error",
                 "reason": "torch.compile failed: planted"}])
-    markdown, problems = render(results)
+    pages, problems = render_pages(results)
     assert problems == []
-    cpu_part, gpu_part = squash(markdown).split("## Environment of the speed and memory tables — NVIDIA H200 (cuda)")
-    assert "## Speed: whole models\n" in cpu_part and "## Speed: whole models — NVIDIA H200 (cuda)" in gpu_part
+    by_title = {text.splitlines()[2]: squash(text) for text in pages.values() if text.startswith("<!--")}
+    cpu_part, gpu_part = by_title["# Speed and memory on AMD EPYC"], by_title["# Speed and memory on NVIDIA H200 (GPU)"]
+    assert "## Speed: whole models\n" in cpu_part and "## Speed: whole models\n" in gpu_part
     # CPU: 1024 / 0.0101 s, its compiled twin twice as fast; the GPU's numbers only in its own part
     assert "| afm | 50,693 (×1.00) | 101,386 (×2.00) |" in cpu_part
     assert "| afm · compiled | – | 202,772 (×2.00) |" in cpu_part
@@ -336,7 +347,7 @@ def test_a_killed_gpu_session_is_rendered_from_its_cell_file(tmp_path):
         "cells": [{"nodeid": "t::test_model[fm]", "status": "ok", "benchmark": entry}]}))
     markdown, problems = render(results)
     assert problems == [] and "**partial**" in markdown and "CUDA 13.0, driver 580" in markdown
-    assert "## Speed: whole models — NVIDIA H200 (cuda)" in markdown and "1,024,000" in markdown
+    assert "# Speed and memory on NVIDIA H200 (GPU)" in markdown and "1,024,000" in markdown
     write_run(results, "0003_cuda.json", [entry], "cuda:0", "NVIDIA H200")     # the session that did finish
     cell_file.write_text(cell_file.read_text().replace('"session": "nvidia-h200_x"', '"session": "0003_cuda.json"'))
     markdown, _ = render(results)

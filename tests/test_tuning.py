@@ -17,14 +17,23 @@ import pytest
 from optuna.trial import TrialState
 
 from ctrbench.cli import main
-from ctrbench.models import list_models, model_entry, registry
+from ctrbench.datasets import load
+from ctrbench.models import model_entry, registry
 from ctrbench.report.leaderboard import render
 from ctrbench.training.protocol import run_grid
 from ctrbench.training.train import TrainConfig
-from ctrbench.datasets import load
 from ctrbench.tuning.spaces import search_space, space_hash, split_params, untuned_point
-from ctrbench.tuning.tuner import (TuneSettings, finished_points, make_objective, open_storage, open_study, redact,
-                                   rerun_best, tune, work)
+from ctrbench.tuning.tuner import (
+    TuneSettings,
+    finished_points,
+    make_objective,
+    open_storage,
+    open_study,
+    redact,
+    rerun_best,
+    tune,
+    work,
+)
 
 # A tiny purchase log and short runs: a trial takes about a second.
 TINY = ["--dataset", "purchase", "--data-option", "rows=2000", "--max-epochs", "2", "--threads", "1", "--quiet"]
@@ -93,10 +102,11 @@ def test_a_model_without_a_space_is_one_line_and_exit_2(tmp_path, capsys, monkey
     assert code == 2 and "empty search space" in err and err.count("\n") == 1, err
 
 
-def take_queued_trial(url: str, name: str, start: float, taken) -> None:
+def take_queued_trial(url: str, name: str, ready, start, taken) -> None:
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     study.get_trials()                                      # connected before the start
-    while time.time() < start:
+    ready.put(True)
+    while start.value == 0 or time.time() < start.value:    # every worker spins to the same instant
         pass
     taken.put(study._pop_waiting_trial_id())
 
@@ -108,11 +118,14 @@ def test_a_queued_trial_is_taken_by_one_worker_only_on_sqlite(tmp_path):
     context = multiprocessing.get_context("fork")       # quick to start; the children open their own storage
     for round_ in range(3):
         optuna.create_study(study_name=f"q{round_}", storage=open_storage(url)).enqueue_trial({"x": 1})
-        taken, start = context.Queue(), time.time() + 3
-        workers = [context.Process(target=take_queued_trial, args=(url, f"q{round_}", start, taken))
+        ready, taken, start = context.Queue(), context.Queue(), context.Value("d", 0.0)
+        workers = [context.Process(target=take_queued_trial, args=(url, f"q{round_}", ready, start, taken))
                    for _ in range(6)]
         for process in workers:
             process.start()
+        for _ in workers:                                   # all six connected, then one start for all
+            ready.get(timeout=60)
+        start.value = time.time() + 0.2
         for process in workers:
             process.join(60)
         assert sum(taken.get(timeout=10) is not None for _ in workers) == 1
@@ -244,7 +257,8 @@ def test_tuned_rerun_records_and_their_own_table(tmp_path):
     main(["run", *TINY, "--models", "fm", "--seeds", "2", "--batch-size", "512", "--patience", "2",
           "--results-dir", str(tmp_path)])
     markdown, _ = render(tmp_path)
-    assert markdown.count("— tuned") == 1 and "study `t`, 2 trials" in markdown
+    tuned_tables = [line for line in markdown.splitlines() if line.startswith("### ") and " · tuned (" in line]
+    assert len(tuned_tables) == 1 and "study `t`, 2 trials" in markdown
 
 
 def test_a_stored_rerun_is_described_anew_not_trained_again(tmp_path):
@@ -268,7 +282,7 @@ def test_cli_tune_writes_plots_and_the_leaderboard(tmp_path, capsys):
     assert "3 finished trials" in out
     assert list((tmp_path / "tuning").glob("*_history.png"))
     assert (tmp_path / "studies" / "studies.db").exists()
-    assert "— tuned" in (tmp_path / "leaderboard.md").read_text()
+    assert "tuned (tpe" in (tmp_path / "leaderboard.md").read_text()          # the front page's verdict
 
 
 # ------------------------------------------------------------------- several workers, a killed one

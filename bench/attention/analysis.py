@@ -31,18 +31,24 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
+from ctrbench.arguments import (
+    add_data_arguments,
+    add_machine_arguments,
+    add_training_arguments,
+    key_value,
+    training_config,
+)
 from ctrbench.datasets import list_datasets, load
 from ctrbench.models import check_hparams, hparams_for, list_models, model_entry
 from ctrbench.pairs import num_pairs, pair_fields
-
-from ctrbench.arguments import add_data_arguments, add_machine_arguments, key_value
-from .report import write_attention_report
 from ctrbench.training.protocol import RunSpec, as_tensors, train_and_test
-from ctrbench.training.train import TrainConfig
+from ctrbench.training.train import TrainConfig, preset_config
+
+from .report import write_attention_report
 
 # Training defaults of the analysis (shorter than the leaderboard's: the attention pattern, not the
 # last 0.001 of AUC, is what is looked at).
-DEFAULT_CONFIG = dict(max_epochs=30, batch_size=1024, lr=1e-3, patience=3)
+PRESET = "attention"      # its training settings (ctrbench.training.train.PRESETS)
 DEFAULT_EMBED_DIM = 16
 COMPARISONS = ("fm", "fwfm")          # models whose pair strengths can stand beside the attention
 HOT_SPOT_CHOICES = ("on", "off", "both")
@@ -196,7 +202,8 @@ def fm_pair_strength(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 
     return (total / max(X.shape[0], 1)).cpu().numpy()
 
 
-def fwfm_pair_strengths(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def fwfm_pair_strengths(model: torch.nn.Module, X: torch.Tensor,
+                        batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """FwFM's |r_p| (P,) and its effective pair strength, the mean over X of |r_p <v_i, v_j>| (P,)."""
     r = model.pair_weights().double()
     total = None
@@ -491,7 +498,7 @@ def command_line(dataset, seed: int, model: str, samples: int, top_k: int, compa
                 parts += ["--embed-dim", str(value)]
         else:
             parts += ["--set", f"{name}={value}"]
-    defaults = TrainConfig(**DEFAULT_CONFIG)
+    defaults = preset_config(PRESET)
     for name in ("max_epochs", "batch_size", "lr", "patience"):
         if getattr(config, name) != getattr(defaults, name):
             parts += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
@@ -513,7 +520,7 @@ def analyse_attention(dataset="purchase", seed: int = 0, model: str = "afm", sam
     dataset: a name for `ctrbench.datasets.load` (seed fixes generation and split), or an already loaded
         dataset object (X, y, field_names, field_dims, splits, split(); optional name, truth, options).
     hot_spot: purchase only: "on", "off" or "both" (default both: one report, both conditions).
-    train_config: default TrainConfig(max_epochs=30, batch_size=1024, lr=1e-3, patience=3).
+    train_config: default the "attention" preset (max_epochs=30, batch_size=1024, lr=1e-3, patience=3).
     hparams: model hyper-parameters; each model gets those it knows (default embed_dim=16).
     """
     started = time.perf_counter()
@@ -521,7 +528,7 @@ def analyse_attention(dataset="purchase", seed: int = 0, model: str = "afm", sam
     data_options = dict(data_options or {})
     compare = tuple(c for c in compare if c and c != "none")
     check_options(dataset, model, samples, top_k, compare, hot_spot, data_options)
-    config = train_config or TrainConfig(**DEFAULT_CONFIG)
+    config = train_config or preset_config(PRESET)
     hparams = {"embed_dim": DEFAULT_EMBED_DIM, **(hparams or {})}
     check_hparams((model, *compare), hparams)
     analyses = []
@@ -579,13 +586,7 @@ def add_attention_parser(commands) -> None:
     parser.add_argument("--embed-dim", type=int, default=DEFAULT_EMBED_DIM, help="embedding size (default 16)")
     parser.add_argument("--set", type=key_value, action="append", default=[], metavar="NAME=VALUE", dest="hparams",
                         help="model hyper-parameter, e.g. attn_dim=32 (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_CONFIG["batch_size"],
-                        help=f"training batch (default {DEFAULT_CONFIG['batch_size']})")
-    parser.add_argument("--lr", type=float, default=DEFAULT_CONFIG["lr"],
-                        help=f"Adam's learning rate (default {DEFAULT_CONFIG['lr']:g})")
-    parser.add_argument("--max-epochs", type=int, default=DEFAULT_CONFIG["max_epochs"],
-                        help=f"upper bound on epochs (default {DEFAULT_CONFIG['max_epochs']})")
-    parser.add_argument("--patience", type=int, default=DEFAULT_CONFIG["patience"])
+    add_training_arguments(parser, PRESET)
     add_machine_arguments(parser)
     parser.set_defaults(handler=command_attention)
 
@@ -593,11 +594,12 @@ def add_attention_parser(commands) -> None:
 def command_attention(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience)
+    config = training_config(args)
     hparams = {**dict(args.hparams), "embed_dim": args.embed_dim}
     report = analyse_attention(
         dataset=args.dataset, seed=args.seed, model=args.model, samples=args.samples, top_k=args.top_k,
-        compare=[name for name in args.compare.split(",") if name.strip()], hot_spot=args.hot_spot, data_options=dict(args.data_option),
+        compare=[name for name in args.compare.split(",") if name.strip()], hot_spot=args.hot_spot,
+        data_options=dict(args.data_option),
         train_config=config, hparams=hparams, data_dir=args.data_dir, device=args.device,
         results_dir=args.results_dir, progress=not args.quiet, log=print)
     for analysis in report.analyses:

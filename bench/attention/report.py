@@ -8,15 +8,15 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
-from ctrbench.report.leaderboard import table as _table
 from ctrbench.files import save_figure, write_text_atomic
-
-import matplotlib
+from ctrbench.report.markdown import table as _table
 
 matplotlib.use("Agg")              # files only; no display needed
-import matplotlib.pyplot as plt    # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
 
 def table(rows, headers) -> str:
     """A GitHub table whose cells may hold '|' (as in |⟨v_i, v_j⟩|): escaped, so columns stay put."""
@@ -128,7 +128,8 @@ def _summary(report, model_label: str) -> list[str]:
         row = [a.condition or a.dataset, _fmt(a.training.get("test_auc")), ", ".join(str(t.pair) for t in a.top)]
         if has_truth:
             r = a.recovery
-            row += [f"{r.precision_at_k:.2f} ({r.best_possible:.2f})" if r else "–", f"{r.r_precision:.2f}" if r else "–"]
+            row += [f"{r.precision_at_k:.2f} ({r.best_possible:.2f})" if r else "–",
+                    f"{r.r_precision:.2f}" if r else "–"]
             if watched:
                 row.append(str(r.watched_rank) if r and r.watched_rank else "–")
         s = a.spread
@@ -186,9 +187,9 @@ def _recovery(analysis, k: int, model_label: str) -> list[str]:
     plural = "s" if n > 1 else ""
     note = f" {r.note}" if r.note else ""
     lines = ["### Recovery of the planted pairs", "",
-             f"Planted pair{plural} (true strength, {r.strength_meaning}): {planted}. precision@{k} = |top-{k} ∩ planted| / {k}, "
-             f"against the set of planted pairs" + (f"; with {n} planted pair{plural} it is at most {r.best_possible:.2f}"
-                                                    if r.best_possible < 1 else "")
+             f"Planted pair{plural} (true strength, {r.strength_meaning}): {planted}. "
+             f"precision@{k} = |top-{k} ∩ planted| / {k}, against the set of planted pairs"
+             + (f"; with {n} planted pair{plural} it is at most {r.best_possible:.2f}" if r.best_possible < 1 else "")
              + f". R-precision = precision@{n} (1.0: the top {n} pair{plural} by the measure "
              f"{'are' if n > 1 else 'is'} exactly the planted one{plural}).{note}", ""]
     watched = r.watched_pair is not None

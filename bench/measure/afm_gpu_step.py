@@ -22,12 +22,25 @@ from pathlib import Path
 import torch
 
 from ctrbench.models import create_model, interaction_entry, running_backend
+from ctrbench.training.environment import LoadWindow, device_name, environment
+from ctrbench.training.records import write_record
 
 from .cells import SHAPES, ModelCell, model_step, random_ids
 from .device_sweep import check_timing_args, now, pinned_device
-from ctrbench.training.environment import device_name, environment
 from .memory import time_step
-from ctrbench.training.records import write_record
+
+KIND = "afm_gpu_step"
+KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "complete", "stopped", "settings",
+                  "cells", "checks"})
+
+
+def read(path: Path) -> dict:
+    """An afm_gpu_step file as `run` writes it (ValueError otherwise)."""
+    from ctrbench.training.records import read_document
+    document = read_document(path, KIND, KEYS)
+    if not isinstance(document.get("cells"), list):
+        raise ValueError(f"{path}: an afm_gpu_step file without a list of cells")
+    return document
 
 # (label, model, interaction, compiled): the contenders of one shape, run back to back.
 CONTENDERS = (
@@ -126,6 +139,7 @@ def progress_line(cell: dict, elapsed: float) -> str:
 def run(device: torch.device, out: Path, shapes, modes, contenders, warmup: int, reps: int, budget_s: float,
         check_batch: int, argv: list[str], clock=time.monotonic, log=print) -> dict:
     started = clock()
+    window = LoadWindow()          # the load over the whole measurement, rewritten with the file
     document = {"kind": "afm_gpu_step", "environment": environment(device), "device_name": device_name(device),
                 "started": now(), "finished": None, "complete": False, "stopped": None,
                 "settings": {"shapes": [list(s) for s in shapes], "modes": list(modes),
@@ -168,6 +182,7 @@ def run(device: torch.device, out: Path, shapes, modes, contenders, warmup: int,
     else:
         document["complete"] = True
     document["finished"] = now()
+    document["environment"]["load_avg"] = window.finish()
     write_record(out, document)
     log(f"done in {clock() - started:.1f} s; complete={document['complete']}; {out}")
     return document
@@ -184,7 +199,8 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.afm_gpu_step", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.afm_gpu_step",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     parser.add_argument("--shapes", type=lambda t: [_shape(s) for s in t.split(",") if s.strip()],

@@ -33,6 +33,18 @@ from pathlib import Path
 
 from ctrbench.files import write_atomic, write_text_atomic
 
+KIND = "data_scale"
+KEYS = frozenset({"kind", "command", "file", "preprocess", "train", "goals", "environment", "when"})
+
+
+def read(path: Path) -> dict | None:
+    """results/data_scale.json as `main` writes it; None where there is none (ValueError where unreadable,
+    or holding a key no code writes)."""
+    from ctrbench.training.records import read_document
+    if not Path(path).exists():
+        return None
+    return read_document(path, KIND, KEYS)
+
 GOAL_TRAIN_PEAK_RSS_BYTES = 3 * 10**9
 GOAL_PREPROCESS_ROWS_PER_S = 150_000
 DEFAULT_ROWS = 200_000
@@ -216,7 +228,8 @@ def main(argv=None) -> int:
                       "train_peak_rss_met": train["peak_rss_bytes"] <= GOAL_TRAIN_PEAK_RSS_BYTES,
                       "preprocess_rows_per_s_min": GOAL_PREPROCESS_ROWS_PER_S,
                       "preprocess_rows_per_s_met": preprocess["rows_per_s"] >= GOAL_PREPROCESS_ROWS_PER_S},
-            "environment": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version(),
+            "environment": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+                            "python": platform.python_version(),
                             "machine": platform.machine(),
                             "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -230,7 +243,8 @@ def main(argv=None) -> int:
     if args.out:
         write_text_atomic(args.out, text + "\n")
     print(text)
-    print(f"preprocess {preprocess['rows_per_s']:,.0f} rows/s, peak RSS {preprocess['peak_rss_bytes'] / 2**30:.2f} GiB; "
+    print(f"preprocess {preprocess['rows_per_s']:,.0f} rows/s, "
+          f"peak RSS {preprocess['peak_rss_bytes'] / 2**30:.2f} GiB; "
           f"FM epoch {train['rows_per_s']:,.0f} rows/s, peak RSS {train['peak_rss_bytes'] / 2**30:.2f} GiB, "
           f"validation AUC {train['validation_auc']:.4f}", file=sys.stderr)
     return 0

@@ -19,11 +19,24 @@ from pathlib import Path
 import torch
 
 from ctrbench.models import ATTENTION_POOLED, interaction_entry
+from ctrbench.training.environment import LoadWindow, device_name, environment
+from ctrbench.training.records import write_record
 
 from .cells import ATTN_DIM, MEMORY_FACTOR, LayerCell, device_memory_bytes, implementations, layer_step
-from ctrbench.training.environment import device_name, environment
 from .memory import time_step
-from ctrbench.training.records import write_record
+
+KIND = "device_sweep"
+KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "complete", "stopped", "settings",
+                  "planned_cells", "cells"})
+
+
+def read(path: Path) -> dict:
+    """A device sweep file as `sweep` writes it (ValueError otherwise)."""
+    from ctrbench.training.records import read_document
+    document = read_document(path, KIND, KEYS)
+    if not isinstance(document.get("cells"), list):
+        raise ValueError(f"{path}: a device_sweep file without a list of cells")
+    return document
 
 FIELDS = (39, 100)                  # Criteo's field count, and a wide model
 BATCHES = (1024, 4096, 16384, 65536)
@@ -93,6 +106,7 @@ def sweep(cells: list[LayerCell], device: torch.device, out: Path, settings: dic
     """Run `cells` in order, rewriting `out` after each; stop starting cells once `budget_s` has passed."""
     started = clock()
     memory_bytes = device_memory_bytes(device)
+    window = LoadWindow()          # the load over the whole measurement, rewritten with the file
     document = {"kind": "device_sweep", "environment": environment(device), "device_name": device_name(device),
                 "started": now(), "finished": None, "complete": False, "stopped": None,
                 "settings": {**settings, "device_memory_bytes": memory_bytes}, "planned_cells": len(cells),
@@ -114,6 +128,7 @@ def sweep(cells: list[LayerCell], device: torch.device, out: Path, settings: dic
     else:
         document["complete"] = True
     document["finished"] = now()
+    document["environment"]["load_avg"] = window.finish()
     write_record(out, document)
     counts = {s: sum(c["status"] == s for c in document["cells"]) for s in ("ok", "oom", "skipped", "error")}
     log(f"done in {clock() - started:.1f} s: {counts}; complete={document['complete']}; {out}")

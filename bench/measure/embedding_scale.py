@@ -26,12 +26,24 @@ from ctrbench.arguments import comma_list
 from ctrbench.files import write_text_atomic
 from ctrbench.models import list_models, model_entry
 from ctrbench.training.embedding_updates import list_embedding_updates, optimizer_state_bytes
-from ctrbench.training.environment import environment
+from ctrbench.training.environment import LoadWindow, environment
 from ctrbench.training.protocol import resolve_device
 
 from .cells import VOCAB_ROWS, ModelCell, model_step, model_too_large
 from .costs import peak_rss_rise_bytes
 from .memory import cuda_step_peak_bytes, timed_rounds
+
+KIND = "embedding_scale"
+KEYS = frozenset({"kind", "environment", "settings", "cells", "summary"})
+
+
+def read(path: Path) -> dict:
+    """An embedding_scale file as `main` writes it (ValueError otherwise)."""
+    from ctrbench.training.records import read_document
+    document = read_document(path, KIND, KEYS)
+    if not isinstance(document.get("cells"), list):
+        raise ValueError(f"{path}: an embedding_scale file without a list of cells")
+    return document
 
 RESULTS = Path("results") / "embedding_scale"
 # AFM's pooling in its fast CPU kernel, so that its step is not all pooling (see --interactions).
@@ -138,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (4096 if device.type == "cpu" else 65536)
     overrides = dict(item.split(":", 1) for item in args.interactions if item)
     out = args.out or RESULTS / f"embedding_scale_{device.type}.json"
+    window = LoadWindow()
     document = {"kind": "embedding_scale", "environment": environment(device),
                 "settings": {"models": args.models, "interactions": overrides, "rows": args.rows,
                              "strategies": args.strategies, "batch": batch,
@@ -151,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         document["cells"] += measure_model(model, args.rows, args.strategies, batch, device, args.rounds, args.calls,
                                            args.warmup, overrides.get(model))
         document["summary"] = scale_summary(document["cells"])
+        document["environment"]["load_avg"] = window.finish()
         write_text_atomic(out, json.dumps(document, indent=1, default=str) + "\n")
     for entry in document["summary"]:
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in entry["step_ratio_largest_over_smallest"].items())

@@ -19,16 +19,28 @@ from pathlib import Path
 
 import torch
 
-from ctrbench.datasets import load
-from ctrbench.models import model_entry
-
 from ctrbench.arguments import comma_list
-from .cells import ModelCell, model_step
-from ctrbench.training.environment import environment
-from .memory import timed_rounds
-from ctrbench.training.protocol import RunSpec, resolve_device, train_and_test
+from ctrbench.datasets import load
 from ctrbench.files import write_text_atomic
+from ctrbench.models import model_entry
+from ctrbench.training.environment import LoadWindow, environment
+from ctrbench.training.protocol import RunSpec, resolve_device, train_and_test
 from ctrbench.training.train import TrainConfig
+
+from .cells import ModelCell, model_step
+from .memory import timed_rounds
+
+KIND = "step_gap"
+KEYS = frozenset({"kind", "environment", "settings", "cells"})
+
+
+def read(path: Path) -> dict:
+    """A step_gap file as `measure_gap` writes it (ValueError otherwise)."""
+    from ctrbench.training.records import read_document
+    document = read_document(path, KIND, KEYS)
+    if not isinstance(document.get("cells"), list):
+        raise ValueError(f"{path}: a step_gap file without a list of cells")
+    return document
 
 SHAPE = "purchase"      # the suite's purchase shape is the purchase log's fields
 
@@ -57,6 +69,7 @@ def measure(models: list[str], batches: list[int], device: torch.device, rows: i
     """Both throughputs per (batch, model) (a model's default implementation unless `interactions`
     names one per model); the JSON is rewritten after each cell when `out` is given."""
     dataset = load(SHAPE, seed=0, rows=rows)
+    window = LoadWindow()
     result = {"kind": "step_gap", "environment": environment(device),
               "settings": {"dataset": SHAPE, "rows": rows, "batches": batches, "epochs": epochs, "compile": compile},
               "cells": []}
@@ -73,6 +86,7 @@ def measure(models: list[str], batches: list[int], device: torch.device, rows: i
         log(f"{model}/{interaction} B={batch} {'compiled' if compile else 'eager'} on {device}: protocol "
             f"{cell['protocol_samples_per_s']:,.0f} samples/s, bare step {bare:,.0f} samples/s, "
             f"bare/protocol {cell['bare_over_protocol']:.2f}x (warm-up {cell['warmup_seconds']:.1f}s)")
+        result["environment"]["load_avg"] = window.finish()
         if out is not None:
             write_text_atomic(out, json.dumps(result, indent=1, default=str) + "\n")
     return result
@@ -96,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        measure(args.models, [int(b) for b in args.batches], resolve_device(args.device), args.rows, args.epochs, args.compile,
-                args.interactions, args.out)
+        measure(args.models, [int(b) for b in args.batches], resolve_device(args.device), args.rows, args.epochs,
+                args.compile, args.interactions, args.out)
     except ValueError as error:
         print(f"step_gap: error: {error}", file=sys.stderr)
         return 2

@@ -8,13 +8,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")              # files only; no display needed
-import matplotlib.pyplot as plt    # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 
 from ctrbench.files import save_figure  # noqa: E402
 
 
-def _layer_series(benchmarks: list[dict], value) -> dict[str, list[tuple[int, float]]]:
-    """{interaction: [(F, value)]} for eager train-mode AFM-pooling layer cells at the most common (E, B)."""
+def _layer_series(benchmarks: list[dict], value):
+    """({series: [(F, value)]}, (E, B)) for eager train-mode AFM-pooling layer cells at the most common (E, B);
+    a series whose cells ran other code than their name (afm_triton on a CPU runs afm_fused) says so."""
     layers = [b for b in benchmarks if b.get("extra_info", {}).get("cell") == "layer"
               and b["extra_info"]["mode"] == "train" and b["extra_info"].get("pooling") == "afm"
               and not b["extra_info"].get("compile")]
@@ -26,7 +27,9 @@ def _layer_series(benchmarks: list[dict], value) -> dict[str, list[tuple[int, fl
     for bench in layers:
         info = bench["extra_info"]
         if (info["embed_dim"], info["batch"]) == (embed_dim, batch):
-            series[info["interaction"]].append((info["num_fields"], value(bench)))
+            ran = str(info.get("backend") or info["interaction"]).split(" ")[0]
+            name = info["interaction"] + (f" (ran {ran})" if ran != info["interaction"] else "")
+            series[name].append((info["num_fields"], value(bench)))
     return {name: sorted(points) for name, points in sorted(series.items())}, (embed_dim, batch)
 
 
@@ -59,34 +62,27 @@ def _line_plot(path: Path, series, title: str, ylabel: str) -> Path:
     return save_figure(fig, path)
 
 
-def _auc_plot(path: Path, records: list[dict], group_of) -> Path | None:
-    """Test AUC per model for each dataset, from one comparable group of runs only (`group_of(record)`
-    -> (key, label): the leaderboard's own grouping), the group with the most runs; never pooled
-    across devices or training settings."""
-    groups = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))   # dataset -> key -> model -> AUCs
-    labels = {}
-    for record in records:
-        if record.get("kind") == "run":
-            key, labels[key] = group_of(record)
-            groups[record["dataset"]][key][record["model"]].append(record["test"]["auc"])
+def _auc_plot(path: Path, groups: list[tuple[str, str, dict[str, list[float]]]]) -> Path | None:
+    """Test AUC per model for each dataset: (dataset, setting label, {model: per-seed AUCs}), exactly the
+    front page's comparable group for that dataset, never pooled across devices or training settings."""
     if not groups:
         return None
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5), squeeze=False)
-    for ax, (dataset, by_key) in zip(axes[0], sorted(groups.items())):
-        key, models = max(by_key.items(), key=lambda item: sum(map(len, item[1].values())))
-        names = sorted(models)
+    for ax, (dataset, label, models) in zip(axes[0], groups):
+        names = sorted(models, key=lambda m: -statistics.fmean(models[m]))
         means = [statistics.fmean(models[m]) for m in names]
         errors = [statistics.stdev(models[m]) if len(models[m]) > 1 else 0.0 for m in names]
         ax.errorbar(range(len(names)), means, yerr=errors, fmt="o", capsize=4)
         ax.set_xticks(range(len(names)), names, rotation=30)
-        ax.set_title(f"{dataset}: test AUC (mean ± std over runs)\n{labels[key]}", fontsize=8)
+        ax.set_title(f"{dataset}: test AUC (mean ± std over seeds)\n{label}", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def write_plots(results_dir: Path, records: list[dict], benchmarks: list[dict], group_of) -> list[Path]:
-    """group_of(record) -> (key, label): which runs may share a point of the AUC plot."""
+def write_plots(results_dir: Path, auc_groups: list, benchmarks: list[dict], device: str) -> list[Path]:
+    """The front page's figures: AUC per model (`auc_groups`, see _auc_plot) and the AFM pooling layer's
+    throughput and saved memory against F from one benchmark session on `device` (named in the titles)."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -94,11 +90,13 @@ def write_plots(results_dir: Path, records: list[dict], benchmarks: list[dict], 
     if throughput:
         series, (embed_dim, batch) = throughput
         written.append(_line_plot(results_dir / "throughput_vs_fields.png", series,
-                                  f"AFM pooling, forward+backward (E={embed_dim}, A=16, B={batch})", "samples/s"))
+                                  f"AFM pooling, forward+backward (E={embed_dim}, A=16, B={batch}) on {device}",
+                                  "samples/s"))
         memory, _ = _layer_series(benchmarks, lambda b: max(b["extra_info"]["saved_activation_bytes"], 1) / 2**20)
         written.append(_line_plot(results_dir / "memory_vs_fields.png", memory,
-                                  f"AFM pooling: saved activations (E={embed_dim}, A=16, B={batch})", "MiB"))
-    auc = _auc_plot(results_dir / "auc_by_model.png", records, group_of)
+                                  f"AFM pooling: saved activations (E={embed_dim}, A=16, B={batch}) on {device}",
+                                  "MiB"))
+    auc = _auc_plot(results_dir / "auc_by_model.png", auc_groups)
     if auc:
         written.append(auc)
     return written

@@ -24,10 +24,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ctrbench.measure.costs import peak_rss, reset_peak_rss
 from ctrbench.datasets import batches, load
 from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.datasets.tabular import Encoding, TableReader, criteo_spec, first_line
+from ctrbench.measure.costs import peak_rss, reset_peak_rss
 from ctrbench.models import create_model
 from ctrbench.training.train import train_epoch
 
@@ -79,10 +79,10 @@ def criteo_file(tmp_path_factory):
 
 def raw_parse_seconds(path: Path) -> tuple[int, float]:
     """(rows, seconds) to iterate pyarrow's streaming CSV reader over `path` with the loader's options
-    (TableReader._open: same column names, types, null values, block size), doing nothing per block."""
+    (TableReader.record_batches: same column names, types, null values, block size), doing nothing per block."""
     reader = TableReader(path, criteo_spec(first_line(path)), Encoding())
     start = time.perf_counter()
-    rows = sum(batch.num_rows for batch in reader._open(path))
+    rows = sum(batch.num_rows for batch in reader.record_batches(path))
     return rows, time.perf_counter() - start
 
 

@@ -10,7 +10,7 @@ import pytest
 from ctrbench.datasets import load
 from ctrbench.models import list_models
 from ctrbench.training.protocol import run_grid
-from ctrbench.training.train import TrainConfig
+from ctrbench.training.train import preset_config
 
 SEEDS = {"quick": 3, "full": 5}
 DATASETS = ["purchase", "frappe"]
@@ -25,7 +25,7 @@ def test_track_auc(benchmark, dataset, model, request):
         load(dataset, rows=1000) if dataset == "purchase" else load(dataset)
     except FileNotFoundError as error:
         pytest.skip(f"{dataset} is not on this machine: {error}")
-    config = TrainConfig(batch_size=1024, lr=1e-3, patience=3)
+    config = preset_config("suite")
     seeds = list(range(SEEDS[profile]))
     records = benchmark.pedantic(run_grid, args=(dataset, [model], "default", seeds,
                                                  request.config.getoption("ctrbench_results")),

@@ -3,7 +3,11 @@
 Parametrized over the registry: a new implementation or model is benchmarked the moment it registers.
 Each record's extra_info carries the cell, the environment, the code that actually ran (`backend`),
 and costs: on the CPU FLOPs, saved-activation bytes and the peak-RSS rise of one call; on a GPU
-saved-activation bytes and the CUDA peak allocation of one step. pytest-benchmark stores the timings.
+saved-activation bytes and the CUDA peak allocation of one step. CPU cells also carry roofline data:
+`algebraic_flops` (costs.algebraic_flops: what the cell's algebra needs, the same for every
+implementation; None where the suite defines none), `gflops` (those over the median step),
+`peak_gflops` (roofline.peak_gflops at the cell's thread count and dtype) and `peak_fraction` (the
+regression gate's cells, judged and not stored, leave them out). pytest-benchmark stores the timings.
 Compiled cells (`compile` in the cell) compile in their first call, before any timing, and record it.
 """
 import math
@@ -12,13 +16,23 @@ import time
 import pytest
 import torch
 
-from ctrbench.measure.cells import (CellCompileError, cell_id, gate_cells, layer_cells, layer_step, model_cells,
-                                    model_step, model_too_large, too_large)
-from ctrbench.measure.costs import flops, peak_rss_rise_bytes, saved_activation_bytes
-from ctrbench.training.environment import device_name
+from ctrbench.measure.cells import (
+    CellCompileError,
+    cell_id,
+    gate_cells,
+    layer_cells,
+    layer_step,
+    model_cells,
+    model_step,
+    model_too_large,
+    too_large,
+)
+from ctrbench.measure.costs import algebraic_flops, flops, peak_rss_rise_bytes, saved_activation_bytes
 from ctrbench.measure.memory import cuda_step_peak_bytes
+from ctrbench.measure.roofline import peak_gflops
 from ctrbench.pytest_plugin import is_gate_run, suite_device
 from ctrbench.training.embedding_updates import optimizer_state_bytes
+from ctrbench.training.environment import device_name
 
 ROUNDS = {"quick": 5, "full": 10}
 GATE_ROUNDS = 9
@@ -77,11 +91,14 @@ def first_call(cell, step) -> float | None:
     return time.perf_counter() - started
 
 
-def measure(benchmark, cell, step, rounds, device: torch.device):
+def measure(benchmark, cell, step, rounds, device: torch.device, roofline: bool = True):
     benchmark.group = cell.group
     benchmark.extra_info.update(cell.info())
     benchmark.extra_info.update(environment_info(device))
     benchmark.extra_info["backend"] = step.backend
+    if step.backend == "afm_kernel":      # its speed is a property of the vector ISA its build targets
+        from ctrbench.models.interactions.afm_kernel import kernel_isa
+        benchmark.extra_info["kernel_isa"] = kernel_isa()
     step = synchronized(step, device)
     compile_s = first_call(cell, step)
     if compile_s is not None:
@@ -104,13 +121,31 @@ def measure(benchmark, cell, step, rounds, device: torch.device):
     benchmark.pedantic(step, rounds=rounds, iterations=iterations, warmup_rounds=1)
     benchmark.extra_info["iterations_per_round"] = iterations
     benchmark.extra_info["samples_per_s"] = cell.batch / benchmark.stats.stats.median
+    if device.type == "cpu" and roofline:
+        benchmark.extra_info.update(roofline_info(cell, benchmark.stats.stats.median,
+                                                  benchmark.extra_info["threads"], getattr(torch, cell_dtype(cell))))
 
 
-def run_layer_cell(benchmark, cell, rounds, device: torch.device):
+def cell_dtype(cell) -> str:
+    return getattr(cell, "dtype", "float32")
+
+
+def roofline_info(cell, median_s: float, threads: int, dtype=torch.float32) -> dict:
+    """The cell's algebraic FLOPs (the same for every implementation of the cell; None where the suite
+    defines none), their rate over the median step, this machine's measured peak at the cell's thread
+    count, and the fraction of it the step reached."""
+    algebraic = algebraic_flops(cell)
+    peak = peak_gflops(threads, dtype)
+    gflops = algebraic / median_s / 1e9 if algebraic is not None and median_s > 0 else None
+    return {"algebraic_flops": algebraic, "gflops": gflops, "peak_gflops": peak,
+            "peak_fraction": gflops / peak if gflops is not None and peak > 0 else None}
+
+
+def run_layer_cell(benchmark, cell, rounds, device: torch.device, roofline: bool = True):
     reason = too_large(cell, device)
     if reason:
         pytest.skip(reason)
-    measure(benchmark, cell, layer_step(cell, device), rounds, device)
+    measure(benchmark, cell, layer_step(cell, device), rounds, device, roofline)
 
 
 def test_layer(benchmark, layer_cell, request):
@@ -119,7 +154,9 @@ def test_layer(benchmark, layer_cell, request):
 
 
 def test_gate_layer(benchmark, gate_cell):
-    run_layer_cell(benchmark, gate_cell, GATE_ROUNDS, torch.device("cpu"))
+    # Gate runs are judged, not stored (gate.cell_measures reads ratios and costs): no roofline data, so
+    # no peak measurement (up to 0.8 s) in each of the gate's fresh processes.
+    run_layer_cell(benchmark, gate_cell, GATE_ROUNDS, torch.device("cpu"), roofline=False)
 
 
 def test_model(benchmark, model_cell, request):

@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ctrbench.datasets.core import SplitView
 from ctrbench.measure.memory import synchronize
+
 from .train import local_module, predict_on_device, scores
 
 TIMEOUT_ENV = "CTRBENCH_DIST_TIMEOUT"

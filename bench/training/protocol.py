@@ -14,11 +14,19 @@ import torch
 
 from ctrbench.datasets import load
 from ctrbench.datasets.batching import block_batches
-from ctrbench.models import (check_hparams, check_pair, create_model, hparams_for, list_interactions, model_entry,
-                             running_backend)
-
-from .environment import environment
 from ctrbench.measure.memory import PeakMemory, track_peak_memory
+from ctrbench.models import (
+    check_hparams,
+    check_pair,
+    create_model,
+    hparams_for,
+    list_interactions,
+    model_entry,
+    running_backend,
+)
+
+from . import auto
+from .environment import LoadWindow, busy_machine_warning, environment, load_warning
 from .records import SCHEMA, read_record, write_record
 from .train import FitResult, TrainConfig, evaluate, fit
 
@@ -170,7 +178,9 @@ def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=e
 def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
             world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None) -> dict:
     """Train and test one run on an already loaded dataset; returns its record."""
+    window = LoadWindow()
     run = train_and_test(spec, dataset, progress, evaluate_fn, rank, world_size, model_wrapper, device)
+    load_avg = window.finish()
     result, peak = run.fit, run.peak
     device = next(run.model.parameters()).device
     # The key holds `compile` only when on (old keys stay valid); every record states it either way.
@@ -194,8 +204,17 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
         "world_size": world_size,
         "backend": torch.distributed.get_backend() if torch.distributed.is_available()
         and torch.distributed.is_initialized() else None,
-        "environment": environment(device),
+        "environment": {**environment(device, load_avg), **kernel_build(run.model, device)},
     }
+
+
+def kernel_build(model: torch.nn.Module, device: torch.device) -> dict:
+    """{"afm_kernel_isa": the build that ran ("avx2", "native:avx512", ...)} where afm_kernel computed the
+    run's pooling, else {}: the kernel's speed is a property of the vector ISA it was compiled for."""
+    if running_backend(model, device) != "afm_kernel":
+        return {}
+    from ctrbench.models.interactions.afm_kernel import kernel_isa
+    return {"afm_kernel_isa": kernel_isa()}
 
 
 def expand_grid(models: list[str], interactions: list[str] | str) -> list[tuple[str, str]]:
@@ -235,7 +254,19 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
     hparams = hparams or {}
     dataset_options = dataset_options or {}
     check_hparams(models, hparams)
-    cells = expand_grid(models, interactions)
+    choices = {}
+    if interactions == auto.AUTO or (not isinstance(interactions, str) and auto.AUTO in interactions):
+        if distributed is not None:
+            raise ValueError("--interactions auto calibrates on one process; under torchrun name the implementations")
+        for model in models:
+            model_entry(model)
+        fields = load(dataset_name, data_dir=data_dir, seed=seeds[0], **dataset_options).num_fields
+        choices = {m: auto.resolve(m, fields, config.batch_size, resolve_device(device), log) for m in models}
+        rest = [] if isinstance(interactions, str) else [i for i in interactions if i != auto.AUTO]
+        cells = list(dict.fromkeys([(m, choices[m]["picked"]) for m in models]
+                                   + (expand_grid(models, rest) if rest else [])))
+    else:
+        cells = expand_grid(models, interactions)
     records = []
     total = len(cells) * len(seeds)
     done = trained = 0
@@ -268,9 +299,15 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
             continue
         dataset = (distributed.load_in_turn(load, dataset_name, data_dir=data_dir, seed=seed, **dataset_options)
                    if distributed else load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options))
+        if not trained and distributed is None:
+            warning = busy_machine_warning(torch.get_num_threads())
+            if warning:
+                log(f"warning: {warning}")
         for spec in pending:
             record = run_one(spec, dataset, progress, **(distributed.run_options() if distributed else {}))
             record.update(extra)
+            if spec.model in choices and choices[spec.model]["picked"] == spec.interaction:
+                record["interaction_choice"] = {k: v for k, v in choices[spec.model].items() if k != "cached"}
             if distributed is None or distributed.rank == 0:
                 write_record(spec.record_path(results_dir), record)
             records.append(record)
@@ -280,6 +317,9 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                 f"{record['test']['auc']:.4f}, logloss {record['test']['logloss']:.4f}, "
                 f"best epoch {record['best_epoch']}/{record['epochs_run']}, "
                 f"{record['train_samples_per_s']:,.0f} train samples/s")
+            warning = load_warning(record["environment"]["load_avg"], record["environment"]["threads"])
+            if warning:
+                log(f"warning: {warning}")
     if total and len(records) == total and not trained:
         log(f"all {total} runs were stored already under {Path(results_dir) / 'runs'}: nothing trained "
             "(their records stand; --results-dir DIR trains them afresh into DIR)")

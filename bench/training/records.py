@@ -1,4 +1,5 @@
-"""Run records: one JSON file per finished run, written atomically, read back defensively."""
+"""Run records: one JSON file per finished run, written atomically, read back defensively; and the one
+reader of every results file kind, which refuses a key that no writer produces (a hand-edited file)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,32 @@ from pathlib import Path
 from ctrbench.files import write_text_atomic
 
 SCHEMA = 1
+# What `protocol.run_one` writes (and the tuner adds: `tuned` in the key, `tuning` beside it; `run_grid` adds
+# `interaction_choice` to a run whose implementation `--interactions auto` picked).
+RECORD_KEYS = frozenset({
+    "schema", "kind", "key", "dataset", "dataset_options", "model", "interaction", "hparams", "seed", "config",
+    "device", "world_size", "compile", "tuned", "tuning", "embedding_optimizer", "field_dims", "rows", "data_path",
+    "test", "validation", "best_epoch", "epochs_run", "history", "train_samples_per_s", "inference_samples_per_s",
+    "warmup_seconds", "wall_seconds", "memory", "parameters", "running_backend", "backend", "environment",
+    "interaction_choice"})
+
+
+def read_document(path: Path, kind: str, keys: frozenset[str], schema: int = 1) -> dict:
+    """A results file of `kind` (its "kind" field), as its writer wrote it; ValueError saying why where it
+    is unreadable, of another kind or schema, or holds a key that its writer (`keys`) never writes."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(document, dict) or document.get("kind") != kind:
+        raise ValueError(f"{path}: not a {kind} file")
+    if document.get("schema", 1) != schema:
+        raise ValueError(f"{path}: a {kind} file of schema {document.get('schema')}, this code reads schema {schema}")
+    unknown = sorted(set(document) - set(keys))
+    if unknown:
+        raise ValueError(f"{path}: key(s) {unknown} are written by no code of ctrbench (a {kind} file has "
+                         f"{sorted(keys)}); results are regenerated, never edited")
+    return document
 
 
 def write_record(path: Path, record: dict) -> Path:
@@ -22,6 +49,10 @@ def read_record(path: Path) -> dict:
         raise ValueError(f"{path}: not a readable JSON record ({error})") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA or "key" not in record:
         raise ValueError(f"{path}: not a ctrbench record of schema {SCHEMA}")
+    unknown = sorted(set(record) - RECORD_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: key(s) {unknown} are written by no code of ctrbench; results are regenerated, "
+                         "never edited")
     return record
 
 

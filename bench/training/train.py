@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 from ctrbench.datasets.batching import batches, block_batches
 from ctrbench.datasets.core import SplitView
-
 from ctrbench.measure.memory import synchronize
 
-from .embedding_updates import DEFAULT as DEFAULT_EMBEDDING_UPDATE, build_optimizer, embedding_update
+from .embedding_updates import DEFAULT as DEFAULT_EMBEDDING_UPDATE
+from .embedding_updates import build_optimizer, embedding_update
 from .regularizers import Regularizer, regularizer_for
 
 
@@ -71,13 +71,20 @@ OPTIONAL_SETTINGS = {"embedding_regularizer": 0.0, "net_regularizer": 0.0,
                      "embedding_optimizer": DEFAULT_EMBEDDING_UPDATE, "embedding_lr": None}
 
 
-# Named training settings (`ctrbench run --preset`); a flag given explicitly overrides its preset's value.
-# "article" is the article's protocol, TrainConfig's defaults: Adam at 1e-3 on batches of 1024, stopped after
-# 10 epochs without validation-AUC gain (AFM on purchase never stops before its 100 epochs). "quick" is the
-# main job's: batches of 4096 at 4× the learning rate and a patience of 2 (BARS's), at most 30 epochs.
+# Named training settings, the one place every command and the suite take their defaults from (`--preset`; a
+# flag given explicitly overrides its preset's value). "article" is the article's protocol, TrainConfig's
+# defaults: Adam at 1e-3 on batches of 1024, stopped after 10 epochs without validation-AUC gain (AFM on
+# purchase never stops before its 100 epochs). "quick" is the main job's: batches of 4096 at 4× the learning
+# rate and a patience of 2 (BARS's), at most 30 epochs. "bars-budget" is BARS's budget without its lr cuts, what
+# `ctrbench tune` trains every trial with; "bars" adds BARS's schedule (the lr divided by 10 on each epoch
+# without gain). "attention" is `ctrbench attention`'s, "suite" the benchmark suite's quality cells'.
 PRESETS = {
     "article": {},
     "quick": {"batch_size": 4096, "lr": 4e-3, "patience": 2, "max_epochs": 30},
+    "bars-budget": {"batch_size": 4096, "lr": 1e-3, "patience": 2, "max_epochs": 100},
+    "bars": {"batch_size": 4096, "lr": 1e-3, "patience": 2, "max_epochs": 100, "plateau_lr_factor": 0.1},
+    "attention": {"batch_size": 1024, "lr": 1e-3, "patience": 3, "max_epochs": 30},
+    "suite": {"batch_size": 1024, "lr": 1e-3, "patience": 3},
 }
 
 

@@ -1,23 +1,32 @@
 """`ctrbench tune`: the command line of ctrbench.tuning."""
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import optuna
 import torch
 
-from ctrbench.arguments import (add_data_arguments, add_machine_arguments, add_regularizer_arguments, comma_list,
-                                seed_list)
+from ctrbench.arguments import (
+    add_data_arguments,
+    add_machine_arguments,
+    add_training_arguments,
+    comma_list,
+    seed_list,
+    training_config,
+)
 from ctrbench.models import list_models
-from ctrbench.training.train import TrainConfig
 
 from .plots import write_study_plots
-from .tuner import (GRACE_S, HEARTBEAT_S, PRUNE_FROM, TuneSettings, default_storage, finished_points, open_storage,
-                    redact, rerun_best, tune)
-
-# BARS's training protocol for its tuned Frappe and Criteo rows: batch 4096, Adam 1e-3, early stop patience 2.
-TUNE_DEFAULTS = TrainConfig(batch_size=4096, lr=1e-3, patience=2, max_epochs=100)
+from .tuner import (
+    GRACE_S,
+    HEARTBEAT_S,
+    PRUNE_FROM,
+    TuneSettings,
+    default_storage,
+    finished_points,
+    open_storage,
+    redact,
+    rerun_best,
+    tune,
+)
 
 
 def add_tune_parser(commands) -> None:
@@ -53,14 +62,7 @@ def add_tune_parser(commands) -> None:
     parser.add_argument("--no-rerun", action="store_true",
                         help="tune only (a worker that leaves the re-runs to another)")
     parser.add_argument("--interaction", help="the pairwise-product implementation (default: each model's)")
-    parser.add_argument("--batch-size", type=int, default=TUNE_DEFAULTS.batch_size,
-                        help=f"training batch (default {TUNE_DEFAULTS.batch_size}, as BARS)")
-    parser.add_argument("--lr", type=float, default=TUNE_DEFAULTS.lr, help=f"Adam's lr (default {TUNE_DEFAULTS.lr:g})")
-    parser.add_argument("--patience", type=int, default=TUNE_DEFAULTS.patience,
-                        help=f"early-stopping patience (default {TUNE_DEFAULTS.patience}, as BARS)")
-    parser.add_argument("--max-epochs", type=int, default=TUNE_DEFAULTS.max_epochs,
-                        help=f"upper bound on epochs (default {TUNE_DEFAULTS.max_epochs})")
-    add_regularizer_arguments(parser)
+    add_training_arguments(parser, "bars-budget")
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, metavar="SECONDS",
                         help=f"a running trial's heartbeat; one silent for 3 beats ({GRACE_S} s by default) is "
                              f"taken as dead, failed and retried (default {HEARTBEAT_S})")
@@ -75,8 +77,7 @@ def command_tune(args) -> int:
         torch.set_num_threads(args.threads)
     if args.heartbeat < 1:
         raise ValueError(f"--heartbeat must be >= 1, got {args.heartbeat}")
-    config = TrainConfig(max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                         embedding_regularizer=args.embedding_regularizer, net_regularizer=args.net_regularizer)
+    config = training_config(args)
     settings = [TuneSettings(args.dataset, model, args.interaction, config, dict(args.data_option), args.device,
                              args.seed, args.sampler, args.data_dir, None if args.no_pruning else args.prune_from)
                 for model in args.models]                       # every model checked before anything runs

@@ -13,10 +13,7 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from ctrbench.files import save_figure  # noqa: E402
 
-
-def figure_paths(results_dir: Path, study_name: str) -> dict[str, Path]:
-    folder = Path(results_dir) / "tuning"
-    return {"history": folder / f"{study_name}_history.png", "importance": folder / f"{study_name}_importance.png"}
+from .fields import figure_paths  # noqa: E402
 
 
 def write_study_plots(study: optuna.Study, results_dir: Path, log=print) -> list[Path]:

@@ -40,14 +40,13 @@ from ctrbench.models import model_entry
 from ctrbench.training.protocol import RunSpec, run_grid, train_and_test
 from ctrbench.training.train import TrainConfig
 
+from .fields import PRUNE_FROM, PRUNE_FROM_BEFORE  # noqa: F401  (the record's meaning, shared with its readers)
 from .spaces import grid_size, search_space, space_hash, split_params, untuned_point
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_S = 10          # a running trial's heartbeat; one silent for GRACE_S is taken as dead
 GRACE_S = 30
 MAX_RETRIES = 3           # a killed trial is retried this often before it stays failed
-PRUNE_FROM = 10           # the first epoch at which the median pruner may stop a trial
-PRUNE_FROM_BEFORE = 2     # what the studies made before `prune_from` was a setting used (not in their records)
 
 
 # Puts a copy of a trial whose heartbeat stopped back in the queue (named so since Optuna 4.9).

@@ -4,20 +4,25 @@ Why a kernel: `afm_fused` (torch ops only) already avoids keeping (B, P, E) and 
 each of its ops still writes a chunk of them to memory and reads it back (about 25 passes per step)
 and its four (chunk·P, 16) @ (16, 16) matrix products already run near the core's peak, so torch ops
 leave little to gain. Per sample everything AFM needs is tiny (F·E inputs, P scores). The kernel
-(afm_kernel.cpp) takes 16 samples at a time as the lanes of one 512-bit vector row: a pair's q, z and
-gradients are a few rows held in registers, the block's scores stay in cache, the attention weights
-are broadcast scalars, and memory is touched only for V, the weights and the results. Same algebra as
-afm_fused (its docstring derives the backward); pairs in the reference's i < j order; the dropout
-mask is the attention module's own, drawn as the reference draws it. What to read to know *what* is
-computed is still `attention_pooling_reference` in reference.py.
+(afm_kernel.cpp) takes L samples at a time as the lanes of one vector register (16 float32 with
+AVX-512, 8 with AVX2): a pair's q, z and gradients are rows worked on in small register tiles, the
+block's scores stay in cache, the attention weights are broadcast rows, and memory is touched only for
+V, the weights and the results. The forward keeps z's ReLU mask as bits (B·P·A / 8 bytes) so that the
+backward need not recompute z. Same algebra as afm_fused (its docstring derives the backward); pairs in
+the reference's i < j order; the dropout mask is the attention module's own, drawn as the reference
+draws it. What to read to know *what* is computed is still `attention_pooling_reference` in reference.py.
 
-The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16) is compiled for this machine's
-vector units by torch.utils.cpp_extension on first use (20-60 s, then cached under
-$CTRBENCH_BUILD_DIR or torch's extension folder, keyed by CPU model and feature flags and by a digest of the
-source and the compiler flags) and runs on torch's intra-op thread pool (at::parallel_for: as many threads
-as torch.set_num_threads says, no threads of its own; the same bits at any thread count). Off the CPU,
-for other sizes or dtypes, or where it cannot be built (no C++ compiler), it runs `afm_fused`
-instead (saying why, once, when the build failed), so a model built with it trains anywhere.
+The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16) is compiled by
+torch.utils.cpp_extension on first use (20-60 s, then cached under $CTRBENCH_BUILD_DIR or torch's
+extension folder, keyed by a digest of the source and the compiler flags, and for a native build by CPU
+model and feature flags) for the vector ISA $CTRBENCH_AFM_KERNEL_ISA names: `native` (the default:
+-march=native, this machine's vector units), `avx2` or `avx512` (that ISA whatever the machine; on a CPU
+without it the kernel is not built and afm_fused runs). `kernel_isa()` says which build runs
+("native:avx512", "avx2", ...); `build_for(isa)` loads a given ISA's build (tests run the AVX2 build on an
+AVX-512 machine). It runs on torch's intra-op thread pool (at::parallel_for: as many threads as
+torch.set_num_threads says, no threads of its own; the same bits at any thread count). Off the CPU, for
+other sizes or dtypes, or where it cannot be built (no C++ compiler), it runs `afm_fused` instead
+(saying why, once, when the build failed), so a model built with it trains anywhere.
 """
 from __future__ import annotations
 
@@ -40,7 +45,22 @@ from .afm_fused import FusedAttentionPooling, dropout_mask, parameter_grads
 SOURCE = Path(__file__).with_name("afm_kernel.cpp")
 MAX_KERNEL_DIM = 64     # E and A; kMaxGeneric in the .cpp
 BUILD_DIR_ENV = "CTRBENCH_BUILD_DIR"
+ISA_ENV = "CTRBENCH_AFM_KERNEL_ISA"
 NOT_BUILT = "afm_fused (afm_kernel could not be built)"
+
+# The builds one can ask for: compiler flags, and the /proc/cpuinfo flags a CPU needs to run the result.
+# "native" is whatever this machine has (-march=native); the others are that ISA on any x86-64 CPU that
+# has it, tuned generically (so an AVX2 build can be measured on an AVX-512 machine).
+ISA_FLAGS = {
+    "native": ["-march=native"],
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl"],
+}
+ISA_CPU_FLAGS = {
+    "native": set(),
+    "avx2": {"avx2", "fma"},
+    "avx512": {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"},
+}
 
 
 def build_dir() -> Path:
@@ -70,11 +90,45 @@ def openmp_flags() -> list[str]:
     return ["-fopenmp"] if torch.backends.openmp.is_available() else []
 
 
-@functools.lru_cache(maxsize=None)
+def requested_isa() -> str:
+    """The ISA $CTRBENCH_AFM_KERNEL_ISA asks for ("native" where unset or empty), lower-cased."""
+    return (os.environ.get(ISA_ENV) or "native").strip().lower()
+
+
+def cpu_lacks(isa: str) -> set[str]:
+    """The CPU feature flags an `isa` build needs that this machine's cores do not all list (none for
+    "native"; all of them off x86 Linux, where /proc/cpuinfo lists no x86 flags)."""
+    needed = ISA_CPU_FLAGS[isa]
+    if not needed:
+        return set()
+    cores = distinct_cores()
+    have = set.intersection(*(set(core.rsplit("|", 1)[-1].split()) for core in cores)) if cores else set()
+    return needed - have
+
+
 def _build():
-    """(extension module, None) or (None, why it could not be built). The module's `parallel` says
-    whether it was built for torch's OpenMP pool; where a compiler refuses -fopenmp, a build without it
-    (correct, but serial) is taken rather than none."""
+    """The build $CTRBENCH_AFM_KERNEL_ISA asks for (build_status): the variable is read at every call,
+    each ISA's build made once per process."""
+    return build_status(requested_isa())
+
+
+def build_for(isa: str):
+    """The extension module built for `isa` ("native", "avx2", "avx512"), or None where this CPU lacks
+    that ISA or it cannot be built (build_status says why). Its forward/backward are the kernel's."""
+    return build_status(isa)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def build_status(isa: str):
+    """(extension module, None) or (None, why it could not be built) for the build of `isa`. The
+    module's `parallel` says whether it was built for torch's OpenMP pool (where a compiler refuses
+    -fopenmp, a build without it, correct but serial, is taken rather than none), its `isa_request` the
+    ISA asked for, and its `isa()` the vector ISA the compiler was given ("avx2", "avx512", ...)."""
+    if isa not in ISA_FLAGS:
+        return None, f"{ISA_ENV}={isa!r} is none of {', '.join(ISA_FLAGS)}"
+    lacks = cpu_lacks(isa)
+    if lacks:
+        return None, f"this CPU lacks {', '.join(sorted(lacks))}, which the {isa} build needs"
     try:
         from torch.utils.cpp_extension import load
         if shutil.which("ninja") is None:          # torch's builder runs `ninja`; the pip package has one
@@ -84,11 +138,12 @@ def _build():
         return None, f"{type(error).__name__}: {str(error).strip()[-2000:]}"
     failure = None
     for parallel in ([True, False] if openmp_flags() else [False]):
-        # -march=native: the build is for this machine's vector units; the name keeps the builds for
-        # different ones (a shared home folder) apart, and those of other sources or flags.
-        flags = ["-O3", "-march=native", *(openmp_flags() if parallel else [])]
+        # -march=native: the build is for this machine's vector units, and its name keeps the builds for
+        # different ones (a shared home folder) apart; an explicit ISA's build is the same on any machine.
+        # The digest keeps those of other sources or flags apart.
+        flags = ["-O3", *ISA_FLAGS[isa], *(openmp_flags() if parallel else [])]
         digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
-        name = f"ctrbench_afm_kernel_{machine_key()}_{digest}"
+        name = f"ctrbench_afm_kernel_{machine_key() if isa == 'native' else isa}_{digest}"
         try:
             directory = build_dir() / name
             directory.mkdir(parents=True, exist_ok=True)
@@ -98,6 +153,7 @@ def _build():
             module = load(name=name, sources=[str(SOURCE)], build_directory=str(directory),
                           extra_cflags=flags, verbose=False)
             module.parallel = parallel
+            module.isa_request = isa
             return module, None
         except Exception as error:  # noqa: BLE001 - any build failure means "run afm_fused instead"
             failure = failure or f"{type(error).__name__}: {str(error).strip()[-2000:]}"
@@ -110,27 +166,45 @@ def kernel_status() -> tuple[bool, str]:
     return module is not None, why or ""
 
 
+def module_isa(module) -> str:
+    """What a build is: its ISA ("avx2", "avx512"), or "native:" and what -march=native gave it."""
+    isa = module.isa()
+    return f"native:{isa}" if getattr(module, "isa_request", "native") == "native" else isa
+
+
+def kernel_isa() -> str | None:
+    """Which build of the kernel runs ($CTRBENCH_AFM_KERNEL_ISA): "avx2", "avx512", or "native:" and the
+    ISA -march=native gave it ("native:avx512"); None where it is not built (afm_fused runs). For
+    benchmark records: KernelAttentionPooling.backend says "afm_kernel" whichever build it is."""
+    module = _build()[0]
+    return None if module is None else module_isa(module)
+
+
 class _KernelAttentionPooling(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, V, W, b, h, mask):
-        out, weights = _build()[0].forward(V, W, b, h, mask, False)
-        ctx.save_for_backward(V, W, b, h, weights, mask)
+    def forward(ctx, V, W, b, h, mask, keep_relu: bool):
+        # Where a backward may follow, the forward keeps z's ReLU bits (B·P·A / 8 bytes) for it.
+        kernel = _build()[0]
+        out, weights, relu = kernel.forward(V, W, b, h, mask, False, keep_relu)
+        ctx.save_for_backward(V, W, b, h, weights, mask, relu)
+        ctx.kernel = kernel       # the bits are this build's: its backward reads them
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        V, W, b, h, weights, mask = ctx.saved_tensors
-        dV, dW_h, db_h = _build()[0].backward(V, W, b, h, weights, mask, g)
-        return (dV, *parameter_grads(W, b, h, dW_h, db_h), None)
+        V, W, b, h, weights, mask, relu = ctx.saved_tensors
+        dV, dW_h, db_h = ctx.kernel.backward(V, W, b, h, weights, mask, g, relu)
+        return (dV, *parameter_grads(W, b, h, dW_h, db_h), None, None)
 
 
 @register_interaction("afm_kernel", output=ATTENTION_POOLED)
 class KernelAttentionPooling(FusedAttentionPooling):
-    """AFM pooling as a C++ CPU kernel, 16 samples per vector (afm_fused elsewhere). Equal to the reference.
+    """AFM pooling as a C++ CPU kernel, a vector register's worth of samples at a time (afm_fused
+    elsewhere). Equal to the reference.
 
-    Saves V, the weights and the dropout mask only.
+    Saves V, the weights, the dropout mask and z's ReLU bits only.
     """
 
     devices = ("cpu",)     # where its own code runs; elsewhere it is afm_fused
@@ -163,11 +237,14 @@ class KernelAttentionPooling(FusedAttentionPooling):
         if not self._use_kernel(emb, attention):
             return super().forward(emb, attention)
         mask = dropout_mask(emb, attention)
-        return _KernelAttentionPooling.apply(emb.contiguous(), *self._attention_tensors(attention),
-                                             emb.new_empty(0) if mask is None else mask)
+        tensors = self._attention_tensors(attention)
+        backward_follows = torch.is_grad_enabled() and any(t.requires_grad for t in (emb, *tensors))
+        return _KernelAttentionPooling.apply(emb.contiguous(), *tensors, emb.new_empty(0) if mask is None else mask,
+                                             backward_follows)
 
     def attention_weights(self, emb: torch.Tensor, attention) -> torch.Tensor:
         if not self._use_kernel(emb, attention):
             return super().attention_weights(emb, attention)
         with torch.no_grad():
-            return _build()[0].forward(emb.contiguous(), *self._attention_tensors(attention), emb.new_empty(0), True)[1]
+            return _build()[0].forward(emb.contiguous(), *self._attention_tensors(attention), emb.new_empty(0),
+                                       True, False)[1]

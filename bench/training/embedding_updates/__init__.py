@@ -8,9 +8,18 @@ existing: one file with `@register_embedding_update(...)`, no edits elsewhere.
 import importlib
 import pkgutil
 
-from .registry import (DEFAULT, EmbeddingUpdate, SplitOptimizer, build_optimizer, embedding_modules,
-                       embedding_update, list_embedding_updates, optimizer_state_bytes, register_embedding_update,
-                       split_parameters)
+from .registry import (
+    DEFAULT,
+    EmbeddingUpdate,
+    SplitOptimizer,
+    build_optimizer,
+    embedding_modules,
+    embedding_update,
+    list_embedding_updates,
+    optimizer_state_bytes,
+    register_embedding_update,
+    split_parameters,
+)
 
 __all__ = ["DEFAULT", "EmbeddingUpdate", "SplitOptimizer", "build_optimizer", "embedding_modules", "embedding_update",
            "list_embedding_updates", "optimizer_state_bytes", "register_embedding_update", "split_parameters"]
