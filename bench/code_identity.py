@@ -28,9 +28,10 @@ NOT_CODE_SUFFIXES = (".json",)
 NOT_CODE_PATHSPEC = ":(exclude,glob)**/*.json"
 
 
-def _git(root: Path, *args: str) -> str | None:
+def git(root: Path, *args: str) -> str | None:
+    """git's stdout, stripped; None where git is missing, `root` is no checkout, or the command fails."""
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -41,10 +42,10 @@ def git_commit(root: Path = REPO) -> str | None:
     without git.
 
     Changes under results/ (a run writes its own records) or tests do not count: the code is as it was."""
-    commit = _git(root, "rev-parse", "HEAD")
+    commit = git(root, "rev-parse", "HEAD")
     if commit is None:
         return None
-    status = _git(root, "status", "--porcelain", "--", *CODE_PATHS, NOT_CODE_PATHSPEC)
+    status = git(root, "status", "--porcelain", "--", *CODE_PATHS, NOT_CODE_PATHSPEC)
     return commit + ("+dirty" if status else "")
 
 
@@ -66,7 +67,7 @@ def _tree_id(entries: list[tuple[str, str, str]]) -> str:
 def _tracked_files(root: Path) -> list[str] | None:
     """The files under CODE_PATHS that git tracks or would track (new ones not ignored), as they are in
     the work tree (deleted ones left out); None where `root` is no git checkout."""
-    listing = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CODE_PATHS,
+    listing = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CODE_PATHS,
                    NOT_CODE_PATHSPEC)
     if listing is None:
         return None
@@ -122,7 +123,7 @@ def _hash_tree(node: dict) -> str:
 
 def commit_code_tree(commit: str, root: Path = REPO) -> str | None:
     """`code_tree` of a commit's own files, from git's tree ids (no checkout needed)."""
-    listing = _git(root, "ls-tree", "-r", commit, "--", *CODE_PATHS)
+    listing = git(root, "ls-tree", "-r", commit, "--", *CODE_PATHS)
     if not listing:
         return None
     files = []
@@ -138,7 +139,7 @@ def commit_code_tree(commit: str, root: Path = REPO) -> str | None:
 def commits_by_code_tree(root: Path = REPO) -> dict[str, str]:
     """{code_tree: the oldest commit of the current history with that code}: a dirty run's tree found here
     names the commit that holds its code. {} without git."""
-    log = _git(Path(root), "log", "--format=%H", "--reverse")
+    log = git(Path(root), "log", "--format=%H", "--reverse")
     found: dict[str, str] = {}
     for commit in (log or "").split():
         tree = commit_code_tree(commit, Path(root))

@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from ctrbench.code_identity import git
 from ctrbench.cpu import cpu_model, feature_flags, processors
 from ctrbench.files import write_text_atomic
 
@@ -201,15 +202,6 @@ def describe(identity: dict | None) -> str:
             f"torch {identity['torch']}, {identity['threads']} thread(s)")
 
 
-def _git(repo: Path, *args: str) -> str | None:
-    """git's stdout, stripped; None where git is missing, `repo` is no checkout, or the command fails."""
-    try:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def package_dirs(pyproject: str) -> dict[str, str]:
     """{package: folder} from a pyproject's [tool.setuptools] package-dir: where `ctrbench.*` lives in a checkout."""
     try:
@@ -222,11 +214,11 @@ def package_dirs(pyproject: str) -> dict[str, str]:
 def code_state(repo: Path = REPO) -> dict:
     """{"commit": HEAD or None, "code_changed": whether the package's files differ from it}. Baselines
     and results (*.json) are not code."""
-    head = _git(repo, "rev-parse", "HEAD")
+    head = git(repo, "rev-parse", "HEAD")
     if head is None:
         return {"commit": None, "code_changed": None}
     folders = sorted(set(package_dirs((repo / "pyproject.toml").read_text()).values()))
-    status = _git(repo, "status", "--porcelain", "--", "pyproject.toml", *folders) or ""
+    status = git(repo, "status", "--porcelain", "--", "pyproject.toml", *folders) or ""
     changed = [line for line in status.splitlines() if not line.rstrip('"').endswith(".json")]
     return {"commit": head, "code_changed": bool(changed)}
 
@@ -237,7 +229,7 @@ def provenance(repo: Path = REPO) -> dict:
 
 
 def _shallow_edges(repo: Path) -> set[str]:
-    path = _git(repo, "rev-parse", "--git-path", "shallow")
+    path = git(repo, "rev-parse", "--git-path", "shallow")
     try:
         return set((repo / path).read_text().split()) if path else set()
     except OSError:
@@ -250,15 +242,15 @@ def reference_commit(baseline: dict, baseline_path: Path, repo: Path = REPO) -> 
     First the commit the baseline records, if it was measured on that commit's code unchanged; else the
     commit that last wrote the baseline file (its code is what was accepted with it), unless that
     commit is the cut edge of a shallow clone, where the file's true history is not known."""
-    if _git(repo, "rev-parse", "--git-dir") is None:
+    if git(repo, "rev-parse", "--git-dir") is None:
         return None, f"{repo} is not a git checkout"
-    if _git(repo, "rev-parse", "--is-shallow-repository") == "true":
+    if git(repo, "rev-parse", "--is-shallow-repository") == "true":
         why = ["a shallow clone (`git fetch --unshallow` brings the history)"]
     else:
         why = []
     recorded = baseline.get("commit")
     if recorded and baseline.get("code_changed") is False:
-        found = _git(repo, "rev-parse", "--verify", "--quiet", f"{recorded}^{{commit}}")
+        found = git(repo, "rev-parse", "--verify", "--quiet", f"{recorded}^{{commit}}")
         if found:
             return found, "the commit the baseline was measured on"
         why.append(f"the baseline's commit {recorded[:12]} is not in this clone's history")
@@ -270,10 +262,10 @@ def reference_commit(baseline: dict, baseline_path: Path, repo: Path = REPO) -> 
         relative = Path(baseline_path).resolve().relative_to(repo.resolve())
     except ValueError:
         return None, "; ".join(why + [f"{baseline_path} is outside the checkout"])
-    tracked = _git(repo, "ls-files", "--error-unmatch", "--", str(relative)) is not None
-    if not tracked or _git(repo, "status", "--porcelain", "--", str(relative)):
+    tracked = git(repo, "ls-files", "--error-unmatch", "--", str(relative)) is not None
+    if not tracked or git(repo, "status", "--porcelain", "--", str(relative)):
         return None, "; ".join(why + [f"{relative} is not committed as it is"])
-    holder = _git(repo, "log", "-1", "--format=%H", "--", str(relative))
+    holder = git(repo, "log", "-1", "--format=%H", "--", str(relative))
     if not holder or holder in _shallow_edges(repo):
         return None, "; ".join(why + [f"the commit that wrote {relative} is not in this clone's history"])
     return holder, f"the commit that last wrote {relative}"
@@ -288,7 +280,7 @@ def baseline_package(commit: str, dest: Path, repo: Path = REPO) -> Path:
     put first on PYTHONPATH). Read with `git archive`, so the checkout and its .git are left as they were
     and removing dest removes everything."""
     try:
-        mapping = package_dirs(_git(repo, "show", f"{commit}:pyproject.toml") or "")
+        mapping = package_dirs(git(repo, "show", f"{commit}:pyproject.toml") or "")
     except (KeyError, ValueError):
         raise BaselineCodeError(f"commit {commit[:12]}'s pyproject.toml names no package-dir") from None
     folders = sorted(set(mapping.values()))

@@ -37,10 +37,7 @@ KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "
 def read(path: Path) -> dict:
     """An afm_gpu_step file as `run` writes it (ValueError otherwise)."""
     from ctrbench.training.records import read_document
-    document = read_document(path, KIND, KEYS)
-    if not isinstance(document.get("cells"), list):
-        raise ValueError(f"{path}: an afm_gpu_step file without a list of cells")
-    return document
+    return read_document(path, KIND, KEYS, lists=("cells",))
 
 # (label, model, interaction, compiled): the contenders of one shape, run back to back.
 CONTENDERS = (

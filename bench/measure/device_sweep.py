@@ -33,10 +33,7 @@ KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "
 def read(path: Path) -> dict:
     """A device sweep file as `sweep` writes it (ValueError otherwise)."""
     from ctrbench.training.records import read_document
-    document = read_document(path, KIND, KEYS)
-    if not isinstance(document.get("cells"), list):
-        raise ValueError(f"{path}: a device_sweep file without a list of cells")
-    return document
+    return read_document(path, KIND, KEYS, lists=("cells",))
 
 FIELDS = (39, 100)                  # Criteo's field count, and a wide model
 BATCHES = (1024, 4096, 16384, 65536)

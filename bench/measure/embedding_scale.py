@@ -40,10 +40,7 @@ KEYS = frozenset({"kind", "environment", "settings", "cells", "summary"})
 def read(path: Path) -> dict:
     """An embedding_scale file as `main` writes it (ValueError otherwise)."""
     from ctrbench.training.records import read_document
-    document = read_document(path, KIND, KEYS)
-    if not isinstance(document.get("cells"), list):
-        raise ValueError(f"{path}: an embedding_scale file without a list of cells")
-    return document
+    return read_document(path, KIND, KEYS, lists=("cells",))
 
 RESULTS = Path("results") / "embedding_scale"
 # AFM's pooling in its fast CPU kernel, so that its step is not all pooling (see --interactions).

@@ -37,10 +37,7 @@ KEYS = frozenset({"kind", "environment", "settings", "cells"})
 def read(path: Path) -> dict:
     """A step_gap file as `measure_gap` writes it (ValueError otherwise)."""
     from ctrbench.training.records import read_document
-    document = read_document(path, KIND, KEYS)
-    if not isinstance(document.get("cells"), list):
-        raise ValueError(f"{path}: a step_gap file without a list of cells")
-    return document
+    return read_document(path, KIND, KEYS, lists=("cells",))
 
 SHAPE = "purchase"      # the suite's purchase shape is the purchase log's fields
 

@@ -13,7 +13,4 @@ KEYS = frozenset({"kind", "session", "device", "device_name", "environment", "pr
 def read(path: Path) -> dict:
     """A per-cell file as `CellLog` writes it (ValueError otherwise)."""
     from ctrbench.training.records import read_document
-    document = read_document(path, KIND, KEYS)
-    if not isinstance(document.get("cells"), list):
-        raise ValueError(f"{path}: a suite cell file without a list of cells")
-    return document
+    return read_document(path, KIND, KEYS, lists=("cells",))

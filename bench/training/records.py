@@ -18,9 +18,10 @@ RECORD_KEYS = frozenset({
     "interaction_choice"})
 
 
-def read_document(path: Path, kind: str, keys: frozenset[str], schema: int = 1) -> dict:
+def read_document(path: Path, kind: str, keys: frozenset[str], schema: int = 1, lists: tuple[str, ...] = ()) -> dict:
     """A results file of `kind` (its "kind" field), as its writer wrote it; ValueError saying why where it
-    is unreadable, of another kind or schema, or holds a key that its writer (`keys`) never writes."""
+    is unreadable, of another kind or schema, holds a key that its writer (`keys`) never writes, or where
+    one of `lists` is not a list."""
     try:
         document = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -33,6 +34,9 @@ def read_document(path: Path, kind: str, keys: frozenset[str], schema: int = 1) 
     if unknown:
         raise ValueError(f"{path}: key(s) {unknown} are written by no code of ctrbench (a {kind} file has "
                          f"{sorted(keys)}); results are regenerated, never edited")
+    for key in lists:
+        if not isinstance(document.get(key), list):
+            raise ValueError(f"{path}: a {kind} file without a list of {key}")
     return document
 
 
