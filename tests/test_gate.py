@@ -328,7 +328,14 @@ def test_foreign_baseline_and_unchanged_code_pass_by_ab(tmp_path, unchanged_comm
 def test_foreign_baseline_and_planted_slowdown_fail_by_ab(tmp_path, unchanged_commit):
     # Two attempts, not three: a slowdown is confirmed only if it shows every time, so two already take
     # the suspect's re-measurement (in the other order, B then A) and fewer fresh processes (~9 s each).
-    regressions, _, lines = run_foreign_gate(tmp_path, unchanged_commit, attempts=2, plant=True)
+    # A burst of load can hide even a 3x slowdown of a sub-millisecond cell from one of the two
+    # measurements (seen once in ~8 runs of this file here), so the whole A/B once more; a gate that
+    # cannot see it fails both.
+    for number in range(2):
+        (tmp_path / f"try_{number}").mkdir()
+        regressions, _, lines = run_foreign_gate(tmp_path / f"try_{number}", unchanged_commit, attempts=2, plant=True)
+        if len(regressions) == 1:
+            break
     assert len(regressions) == 1, "\n".join(lines)
     assert regressions[0].startswith("layer product F=10 E=16 B=1024 forward | einsum: time ratio")
     assert any("1 cell(s) again" in line for line in lines)      # the confirmation timed the suspect only
