@@ -68,7 +68,7 @@ def run_record_entries(results_dir: Path) -> list[Stored]:
 def benchmark_entries(results_dir: Path) -> list[Stored]:
     """Every benchmark session; all but the latest full one of each device class are superseded."""
     runs = speed.benchmark_runs(results_dir, [])
-    current = {run.source for run in speed.latest_benchmark_runs(results_dir, [])}
+    current = {run.source for run in speed.latest_of(runs)}
     entries = []
     for run in runs:
         stale = None

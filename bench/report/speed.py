@@ -131,8 +131,13 @@ MIN_SESSION_CELLS = 10
 
 def latest_benchmark_runs(results_dir: Path, problems: list[str]) -> list[BenchmarkRun]:
     """The latest session of each device class, CPUs first: every ratio a page shows was measured in one run."""
+    return latest_of(benchmark_runs(results_dir, problems))
+
+
+def latest_of(runs: list[BenchmarkRun]) -> list[BenchmarkRun]:
+    """Of sessions oldest first (`benchmark_runs`), the one that stands for each device class."""
     latest: dict[tuple[str, str], BenchmarkRun] = {}
-    for run in benchmark_runs(results_dir, problems):
+    for run in runs:
         held = latest.get(run.device)
         if run.benchmarks and (held is None or len(run.benchmarks) >= MIN_SESSION_CELLS
                                or len(held.benchmarks) < MIN_SESSION_CELLS):
