@@ -30,9 +30,9 @@ from typing import Callable
 
 import torch
 
-from ctrbench.code_identity import git
 from ctrbench.cpu import cpu_model, feature_flags, processors
 from ctrbench.files import write_text_atomic
+from ctrbench.store.code_identity import git
 
 REFERENCE = "triu_index"
 SUITE = Path(__file__).resolve().parent / "suite"

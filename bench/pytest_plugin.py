@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ctrbench.measure.cells import COMPILE_CHOICES, PROFILES, CellCompileError
+from ctrbench.probes.device import resolve_device as probe_device
 
 from . import gate
 from .files import write_text_atomic
@@ -57,25 +58,8 @@ def pytest_addoption(parser):
 
 
 def resolve_device(text: str) -> torch.device:
-    """The suite's device from --ctrbench-device; ValueError saying why where it cannot run."""
-    if text == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"--ctrbench-device: not a device: {text!r} (cpu, cuda, cuda:N or auto)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--ctrbench-device: {text!r} is not supported (cpu, cuda, cuda:N or auto)")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--ctrbench-device {text} but torch sees no CUDA device (torch.cuda.is_available() "
-                             f"is False; torch {torch.__version__}): use cpu, or auto to take a GPU only where "
-                             f"there is one")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise ValueError(f"--ctrbench-device {text}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    """The suite's device from --ctrbench-device (a bare cuda pinned to its index); ValueError saying why."""
+    return probe_device(text, "--ctrbench-device", pin=True)
 
 
 def suite_device(config) -> torch.device:
@@ -164,7 +148,7 @@ class CellLog:
     JSON only at the end). The session name is also put in that JSON, which then supersedes this file."""
 
     def __init__(self, config, clock=time.monotonic):
-        from ctrbench.training.environment import LoadWindow, device_name, environment
+        from ctrbench.store.environment import LoadWindow, device_name, environment
         device = suite_device(config)
         self.load_window = LoadWindow()
         self.clock, self.first_cell = clock, None
@@ -228,7 +212,7 @@ class CellLog:
             self.write()
 
     def write(self) -> None:
-        from ctrbench.training.records import write_record
+        from ctrbench.store.records import write_record
         write_record(self.path, self.document)
 
 
@@ -252,7 +236,7 @@ def pytest_runtest_setup(item):
     if reason:
         item._ctrbench_budget_skip = True
         pytest.skip(reason)
-    from ctrbench.training.environment import LoadWindow
+    from ctrbench.store.environment import LoadWindow
     item._ctrbench_load = LoadWindow()
 
 
@@ -346,7 +330,7 @@ def benchmark_tag() -> str:
     when the code is modified), with ctrbench's idea of modified: see git_commit."""
     from pytest_benchmark.utils import get_current_time
 
-    from ctrbench.training.environment import git_commit
+    from ctrbench.store.environment import git_commit
     commit = git_commit()
     if commit is None:
         from pytest_benchmark.utils import get_tag
@@ -361,7 +345,7 @@ def pytest_benchmark_generate_commit_info(config):
     own output) do not make the code look modified, nor name the stored JSON `uncommitted-changes`."""
     from pytest_benchmark.utils import get_commit_info
 
-    from ctrbench.training.environment import git_commit
+    from ctrbench.store.environment import git_commit
     info = get_commit_info()
     commit = git_commit()
     if commit is not None:

@@ -10,7 +10,6 @@ from conftest import make_tiny_dataset
 
 from ctrbench.attention.analysis import (
     COMPARISONS,
-    add_attention_parser,
     analyse_attention,
     analyse_trained,
     attention_matrix,
@@ -24,6 +23,7 @@ from ctrbench.attention.analysis import (
     spread_measures,
     top_pairs,
 )
+from ctrbench.commands.attention import add_attention_parser
 from ctrbench.datasets import load, pair_number
 from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, pair_fields

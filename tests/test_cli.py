@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ctrbench.cli import main
+from ctrbench.commands import main
 
 TINY = ["--dataset", "purchase", "--data-option", "rows=3000", "--max-epochs", "2", "--patience", "1",
         "--batch-size", "512", "--quiet", "--threads", "1"]
@@ -65,7 +65,7 @@ def test_every_cli_error_is_one_line_in_the_cli_words(tmp_path, capsys, args, me
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    import ctrbench.cli as cli
+    import ctrbench.commands as cli
 
     def broken(*args, **kwargs):
         raise KeyError("planted")

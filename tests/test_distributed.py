@@ -104,7 +104,7 @@ def free_port() -> int:
 FAILING_RANK_SCRIPT = """
 import sys, time
 import torch.distributed as dist
-from ctrbench import cli
+from ctrbench import commands as cli
 from ctrbench.training import distributed
 
 mode = sys.argv.pop(1)

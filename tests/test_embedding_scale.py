@@ -17,9 +17,9 @@ from ctrbench.measure.cells import (
     vocab_field_dims,
 )
 from ctrbench.report.leaderboard import render
+from ctrbench.store.records import write_record
 from ctrbench.training.embedding_updates import list_embedding_updates
 from ctrbench.training.protocol import RunSpec, run_one
-from ctrbench.training.records import write_record
 from ctrbench.training.train import TrainConfig
 
 

@@ -369,7 +369,7 @@ def test_sparse_strategies_refuse_data_parallel_training():
 
 
 def test_cli_takes_the_embedding_optimizer_and_its_rate():
-    from ctrbench.cli import build_parser
+    from ctrbench.commands import build_parser
     args = build_parser().parse_args(["run", "--embedding-optimizer", "rowwise_adagrad", "--embedding-lr", "0.2"])
     assert (args.embedding_optimizer, args.embedding_lr) == ("rowwise_adagrad", 0.2)
     assert build_parser().parse_args(["run"]).embedding_optimizer == DEFAULT

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ctrbench.cli import main
+from ctrbench.commands import main
 from ctrbench.measure.cells import random_ids
 from ctrbench.models import create_model, list_models
 from ctrbench.models.peers import PEER_MODELS, installed, missing_peers_hint

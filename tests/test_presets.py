@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ctrbench.cli import build_parser, main
+from ctrbench.commands import build_parser, main
 from ctrbench.models import registry
 from ctrbench.models.registry import preset_hparams
 from ctrbench.training.train import PRESETS, preset_config

@@ -9,8 +9,8 @@ from conftest import make_tiny_dataset
 import ctrbench.training.protocol as protocol
 from ctrbench.models import create_model
 from ctrbench.report.leaderboard import render
+from ctrbench.store.records import read_record, read_records
 from ctrbench.training.protocol import RunSpec, run_grid, run_one
-from ctrbench.training.records import read_record, read_records
 from ctrbench.training.train import TrainConfig, fit
 
 FAST = TrainConfig(max_epochs=3, batch_size=256, patience=2)
@@ -202,7 +202,7 @@ def test_bad_training_settings_are_clear_errors(bad):
 def test_quality_tables_never_mix_devices_modes_or_training_settings(tmp_path, tiny_loader):
     """A GPU run, a compiled run and a run with another batch size each get their own table (and
     their own best row), even for the same model, data and seeds."""
-    from ctrbench.training.records import write_record
+    from ctrbench.store.records import write_record
 
     records = grid(tmp_path)
     for record in records:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ctrbench import code_identity
-from ctrbench.cli import main
+from ctrbench.commands import main
 from ctrbench.report import quality
 from ctrbench.report.inventory import archive, inventory
 from ctrbench.report.leaderboard import render_pages, write_leaderboard
-from ctrbench.training.environment import LoadWindow, is_loaded
-from ctrbench.training.records import read_record, write_record
+from ctrbench.store import code_identity
+from ctrbench.store.environment import LoadWindow, is_loaded
+from ctrbench.store.records import read_record, write_record
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"batch_size": 1024, "eval_batch_size": 8192, "lr": 0.001, "max_epochs": 100, "patience": 3,

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from ctrbench.measure import cells, roofline
+from ctrbench.measure import cells
 from ctrbench.measure.cells import ATTN_DIM, LayerCell, ModelCell, implementations
-from ctrbench.measure.costs import afm_pooling_flops, algebraic_flops, flops, pair_product_flops
+from ctrbench.probes import roofline
+from ctrbench.probes.costs import afm_pooling_flops, algebraic_flops, flops, pair_product_flops
 
 
 def test_afm_pooling_flops_by_hand():

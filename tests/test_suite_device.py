@@ -30,7 +30,7 @@ def test_device_option_resolves_cpu_auto_and_rejects_what_cannot_run(monkeypatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pytest_plugin.resolve_device("cpu") == torch.device("cpu")
     assert pytest_plugin.resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(ValueError, match="--ctrbench-device cuda but torch sees no CUDA device"):
+    with pytest.raises(ValueError, match="--ctrbench-device cuda asked for, but this torch .* sees no CUDA GPU"):
         pytest_plugin.resolve_device("cuda")
     with pytest.raises(ValueError, match="not supported"):
         pytest_plugin.resolve_device("meta")
@@ -63,7 +63,7 @@ def run_suite(tmp_path, *args, plant: str | None = None):
 def test_cuda_requested_without_cuda_is_a_usage_error(tmp_path):
     done = run_suite(tmp_path, "--ctrbench-device", "cuda", "--collect-only")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
-    assert "--ctrbench-device cuda but torch sees no CUDA device" in done.stderr
+    assert "--ctrbench-device cuda asked for" in done.stderr and "sees no CUDA GPU" in done.stderr
 
 
 # ------------------------------------------------------------------------------------ profiles
@@ -372,7 +372,7 @@ def test_an_item_of_an_empty_parametrization_has_no_cell():
 def test_the_commit_info_of_stored_benchmarks_ignores_results(monkeypatch):
     # pytest-benchmark names its JSON `..._uncommitted-changes` when the checkout is dirty; a run that
     # only rewrote results/ must not look like modified code. Our hook must answer before its own.
-    import ctrbench.training.environment as environment
+    import ctrbench.store.environment as environment
     from ctrbench import pytest_plugin
     hook = pytest_plugin.pytest_benchmark_generate_commit_info
     assert hook.pytest_impl["tryfirst"]

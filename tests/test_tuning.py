@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ctrbench.cli import main
+from ctrbench.commands import main
 from ctrbench.datasets import load
 from ctrbench.models import model_entry, registry
 from ctrbench.report.leaderboard import render

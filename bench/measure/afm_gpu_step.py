@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from ctrbench.models import create_model, interaction_entry, running_backend
-from ctrbench.training.environment import LoadWindow, device_name, environment
-from ctrbench.training.records import write_record
+from ctrbench.probes.memory import time_step
+from ctrbench.store.environment import LoadWindow, device_name, environment
+from ctrbench.store.records import write_record
 
 from .cells import SHAPES, ModelCell, model_step, random_ids
 from .device_sweep import check_timing_args, now, pinned_device
-from .memory import time_step
 
 KIND = "afm_gpu_step"
 KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "complete", "stopped", "settings",
@@ -36,7 +36,7 @@ KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "
 
 def read(path: Path) -> dict:
     """An afm_gpu_step file as `run` writes it (ValueError otherwise)."""
-    from ctrbench.training.records import read_document
+    from ctrbench.store.records import read_document
     return read_document(path, KIND, KEYS, lists=("cells",))
 
 # (label, model, interaction, compiled): the contenders of one shape, run back to back.

@@ -94,6 +94,11 @@ class LayerCell:
     compile: bool = False   # the forward under torch.compile
 
     @property
+    def attn_dim(self) -> int:
+        """The attention net's width where pooling == "afm" (not a field: cell ids stay as they were)."""
+        return ATTN_DIM
+
+    @property
     def group(self) -> str:
         # An eager cell's group is the regression gate's key: it stays as it was before compiled cells.
         group = f"layer {self.pooling} F={self.num_fields} E={self.embed_dim} B={self.batch} {self.mode}"

@@ -40,7 +40,7 @@ KEYS = frozenset({"kind", "command", "file", "preprocess", "train", "goals", "en
 def read(path: Path) -> dict | None:
     """results/data_scale.json as `main` writes it; None where there is none (ValueError where unreadable,
     or holding a key no code writes)."""
-    from ctrbench.training.records import read_document
+    from ctrbench.store.records import read_document
     if not Path(path).exists():
         return None
     return read_document(path, KIND, KEYS)
@@ -69,7 +69,7 @@ def cpu_seconds() -> float:
 
 def stage_preprocess(args) -> dict:
     from ctrbench.datasets import load
-    from ctrbench.measure.costs import status_bytes
+    from ctrbench.probes.costs import status_bytes
 
     start, cpu_start = time.perf_counter(), cpu_seconds()
     dataset = load("criteo", file=str(args.file), categorical=args.categorical, cache_dir=args.cache_dir,
@@ -90,8 +90,8 @@ def stage_train(args) -> dict:
     import torch
 
     from ctrbench.datasets import load
-    from ctrbench.measure.costs import status_bytes
     from ctrbench.models import create_model
+    from ctrbench.probes.costs import status_bytes
     from ctrbench.training.train import evaluate, train_epoch
 
     torch.set_num_threads(args.threads or torch.get_num_threads())

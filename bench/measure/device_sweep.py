@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 
 from ctrbench.models import ATTENTION_POOLED, interaction_entry
-from ctrbench.training.environment import LoadWindow, device_name, environment
-from ctrbench.training.records import write_record
+from ctrbench.probes.device import resolve_device
+from ctrbench.probes.memory import time_step
+from ctrbench.store.environment import LoadWindow, device_name, environment
+from ctrbench.store.records import write_record
 
 from .cells import ATTN_DIM, MEMORY_FACTOR, LayerCell, device_memory_bytes, implementations, layer_step
-from .memory import time_step
 
 KIND = "device_sweep"
 KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "complete", "stopped", "settings",
@@ -32,7 +33,7 @@ KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "
 
 def read(path: Path) -> dict:
     """A device sweep file as `sweep` writes it (ValueError otherwise)."""
-    from ctrbench.training.records import read_document
+    from ctrbench.store.records import read_document
     return read_document(path, KIND, KEYS, lists=("cells",))
 
 FIELDS = (39, 100)                  # Criteo's field count, and a wide model
@@ -183,10 +184,7 @@ def check_timing_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def pinned_device(text: str) -> torch.device:
     """`text` as a device, a bare "cuda" as the current GPU: the record then names which one ran."""
-    device = torch.device(text)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+    return resolve_device(text, pin=True)
 
 
 def main(argv=None) -> int:

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import torch
 
-from ctrbench.arguments import comma_list
 from ctrbench.files import write_text_atomic
 from ctrbench.models import list_models, model_entry
+from ctrbench.probes.costs import peak_rss_rise_bytes
+from ctrbench.probes.device import resolve_device
+from ctrbench.probes.memory import cuda_step_peak_bytes, timed_rounds
+from ctrbench.store.environment import LoadWindow, environment
 from ctrbench.training.embedding_updates import list_embedding_updates, optimizer_state_bytes
-from ctrbench.training.environment import LoadWindow, environment
-from ctrbench.training.protocol import resolve_device
+from ctrbench.values import comma_list
 
 from .cells import VOCAB_ROWS, ModelCell, model_step, model_too_large
-from .costs import peak_rss_rise_bytes
-from .memory import cuda_step_peak_bytes, timed_rounds
 
 KIND = "embedding_scale"
 KEYS = frozenset({"kind", "environment", "settings", "cells", "summary"})
@@ -39,7 +39,7 @@ KEYS = frozenset({"kind", "environment", "settings", "cells", "summary"})
 
 def read(path: Path) -> dict:
     """An embedding_scale file as `main` writes it (ValueError otherwise)."""
-    from ctrbench.training.records import read_document
+    from ctrbench.store.records import read_document
     return read_document(path, KIND, KEYS, lists=("cells",))
 
 RESULTS = Path("results") / "embedding_scale"

@@ -19,16 +19,17 @@ from pathlib import Path
 
 import torch
 
-from ctrbench.arguments import comma_list
 from ctrbench.datasets import load
 from ctrbench.files import write_text_atomic
 from ctrbench.models import model_entry
-from ctrbench.training.environment import LoadWindow, environment
-from ctrbench.training.protocol import RunSpec, resolve_device, train_and_test
+from ctrbench.probes.device import resolve_device
+from ctrbench.probes.memory import timed_rounds
+from ctrbench.store.environment import LoadWindow, environment
+from ctrbench.training.protocol import RunSpec, train_and_test
 from ctrbench.training.train import TrainConfig
+from ctrbench.values import comma_list
 
 from .cells import ModelCell, model_step
-from .memory import timed_rounds
 
 KIND = "step_gap"
 KEYS = frozenset({"kind", "environment", "settings", "cells"})
@@ -36,7 +37,7 @@ KEYS = frozenset({"kind", "environment", "settings", "cells"})
 
 def read(path: Path) -> dict:
     """A step_gap file as `measure_gap` writes it (ValueError otherwise)."""
-    from ctrbench.training.records import read_document
+    from ctrbench.store.records import read_document
     return read_document(path, KIND, KEYS, lists=("cells",))
 
 SHAPE = "purchase"      # the suite's purchase shape is the purchase log's fields

@@ -12,5 +12,5 @@ KEYS = frozenset({"kind", "session", "device", "device_name", "environment", "pr
 
 def read(path: Path) -> dict:
     """A per-cell file as `CellLog` writes it (ValueError otherwise)."""
-    from ctrbench.training.records import read_document
+    from ctrbench.store.records import read_document
     return read_document(path, KIND, KEYS, lists=("cells",))

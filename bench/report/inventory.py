@@ -12,7 +12,7 @@ from pathlib import Path
 from ctrbench.files import write_text_atomic
 from ctrbench.measure import data_scale, embedding_scale
 from ctrbench.models import list_interactions, list_models
-from ctrbench.training.records import read_record
+from ctrbench.store.records import read_record
 
 from . import gpu, speed
 from .markdown import table

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctrbench.files import write_text_atomic
-from ctrbench.training.records import read_records
+from ctrbench.store.records import read_records
 
 from . import gpu, quality, scale, speed
 from .markdown import mib, slug, table

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ctrbench.code_identity import REPO, commits_by_code_tree, is_dirty
-from ctrbench.training.environment import is_loaded
+from ctrbench.store.code_identity import REPO, commits_by_code_tree, is_dirty
+from ctrbench.store.environment import is_loaded
 
 LOADED_MARK = "‡"
 LOADED_NOTE = (f"{LOADED_MARK}: measured while other processes kept cores busy (`environment.load_avg`): "

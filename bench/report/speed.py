@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctrbench.measure import suite_cells
-from ctrbench.training.environment import is_loaded
+from ctrbench.store.environment import is_loaded
 
 from .markdown import mib, slug, table
 from .provenance import LOADED_MARK, LOADED_NOTE, code_label, load_text, machine_label

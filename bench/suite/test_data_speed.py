@@ -27,8 +27,8 @@ import torch
 from ctrbench.datasets import batches, load
 from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.datasets.tabular import Encoding, TableReader, criteo_spec, first_line
-from ctrbench.measure.costs import peak_rss, reset_peak_rss
 from ctrbench.models import create_model
+from ctrbench.probes.costs import peak_rss, reset_peak_rss
 from ctrbench.training.train import train_epoch
 
 PREPROCESS_CELLS = {          # profile -> [(rows, rounds)]

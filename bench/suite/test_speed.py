@@ -27,12 +27,12 @@ from ctrbench.measure.cells import (
     model_too_large,
     too_large,
 )
-from ctrbench.measure.costs import algebraic_flops, flops, peak_rss_rise_bytes, saved_activation_bytes
-from ctrbench.measure.memory import cuda_step_peak_bytes
-from ctrbench.measure.roofline import peak_gflops
+from ctrbench.probes.costs import algebraic_flops, flops, peak_rss_rise_bytes, saved_activation_bytes
+from ctrbench.probes.memory import cuda_step_peak_bytes
+from ctrbench.probes.roofline import peak_gflops
 from ctrbench.pytest_plugin import is_gate_run, suite_device
+from ctrbench.store.environment import device_name
 from ctrbench.training.embedding_updates import optimizer_state_bytes
-from ctrbench.training.environment import device_name
 
 ROUNDS = {"quick": 5, "full": 10}
 GATE_ROUNDS = 9

@@ -21,9 +21,9 @@ import torch
 from ctrbench.cpu import distinct_cores
 from ctrbench.datasets.core import user_cache_root
 from ctrbench.files import write_text_atomic
-from ctrbench.measure.memory import synchronize
 from ctrbench.models import ATTENTION_POOLED, PAIRS, create_model, interaction_entry, list_interactions, model_entry
 from ctrbench.models.interactions.reference import ReferenceAttentionPooling, ReferencePairs
+from ctrbench.probes.memory import synchronize
 
 AUTO = "auto"
 CACHE_ENV = "CTRBENCH_AUTO_CACHE"

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ctrbench.datasets.core import SplitView
-from ctrbench.measure.memory import synchronize
+from ctrbench.probes.memory import synchronize
 
 from .train import local_module, predict_on_device, scores
 
@@ -81,7 +81,7 @@ class Distributed:
     @classmethod
     def start(cls, device: str = "cpu", timeout_s: float | None = None, environ=None) -> "Distributed":
         """Join the process group described by torchrun's environment variables."""
-        from .protocol import resolve_device
+        from ctrbench.probes.device import resolve_device
 
         environ = os.environ if environ is None else environ
         missing = [name for name in TORCHRUN_VARS if name not in environ]

@@ -14,7 +14,6 @@ import torch
 
 from ctrbench.datasets import load
 from ctrbench.datasets.batching import block_batches
-from ctrbench.measure.memory import PeakMemory, track_peak_memory
 from ctrbench.models import (
     check_hparams,
     check_pair,
@@ -24,10 +23,12 @@ from ctrbench.models import (
     model_entry,
     running_backend,
 )
+from ctrbench.probes.device import resolve_device  # noqa: F401  (re-exported: the protocol's device, its old home)
+from ctrbench.probes.memory import PeakMemory, track_peak_memory
+from ctrbench.store.environment import LoadWindow, busy_machine_warning, environment, load_warning
+from ctrbench.store.records import SCHEMA, read_record, write_record
 
 from . import auto
-from .environment import LoadWindow, busy_machine_warning, environment, load_warning
-from .records import SCHEMA, read_record, write_record
 from .train import FitResult, TrainConfig, evaluate, fit
 
 
@@ -73,16 +74,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
-                         "use --device cpu")
-    return resolved
 
 
 def as_tensors(dataset, split: str, device: torch.device):

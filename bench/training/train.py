@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ctrbench.datasets.batching import batches, block_batches
 from ctrbench.datasets.core import SplitView
-from ctrbench.measure.memory import synchronize
+from ctrbench.probes.memory import synchronize
 
 from .embedding_updates import DEFAULT as DEFAULT_EMBEDDING_UPDATE
 from .embedding_updates import build_optimizer, embedding_update

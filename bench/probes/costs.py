@@ -79,11 +79,10 @@ def algebraic_flops(cell) -> int | None:
     """
     mode = cell.mode
     if getattr(cell, "pooling", None) is not None:          # a layer cell
-        from ctrbench.measure.cells import ATTN_DIM
         if cell.pooling == "product":
             forward = pair_product_flops(cell.batch, cell.num_fields, cell.embed_dim)
         elif cell.pooling == "afm":
-            forward = afm_pooling_flops(cell.batch, cell.num_fields, cell.embed_dim, ATTN_DIM)
+            forward = afm_pooling_flops(cell.batch, cell.num_fields, cell.embed_dim, cell.attn_dim)
         else:
             return None
         return {"forward": forward, "train": TRAIN_FACTOR * forward}.get(mode)

@@ -16,8 +16,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-# The repository root: this file is bench/code_identity.py in a source checkout.
-REPO = Path(__file__).resolve().parent.parent
+# The repository root: this file is bench/store/code_identity.py in a source checkout.
+REPO = Path(__file__).resolve().parents[2]
 # What "the code" is; results/, tests/ and the docs can change without changing a measurement.
 CODE_PATHS = ("bench", "datasets", "models", "pyproject.toml")
 # Files a checkout holds that git does not track (build and cache output), left out where there is no git.

@@ -1,5 +1,6 @@
-"""Command line: `ctrbench run | tune | leaderboard | results | list | attention | gate | gate-baseline | download`
-(also `python -m ctrbench ...`)."""
+"""Command line: `ctrbench run | tune | leaderboard | results | list | attention | gate | gate-baseline | download
+| measure` (also `python -m ctrbench ...`). Every command lives in this package; the libraries below never
+parse arguments."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ctrbench.attention.analysis import add_attention_parser
+from ctrbench import gate
 from ctrbench.datasets import list_datasets
 from ctrbench.models import check_hparams, hparams_for, list_interactions, list_models, model_entry
 from ctrbench.models.registry import preset_hparams
@@ -19,9 +20,7 @@ from ctrbench.training.distributed import Distributed, launched_by_torchrun, rep
 from ctrbench.training.embedding_updates import list_embedding_updates
 from ctrbench.training.protocol import run_grid
 from ctrbench.training.train import TrainConfig
-from ctrbench.tuning.command import add_tune_parser
 
-from . import gate
 from .arguments import (
     add_data_arguments,
     add_machine_arguments,
@@ -31,6 +30,9 @@ from .arguments import (
     seed_list,
     training_config,
 )
+from .attention import add_attention_parser
+from .measure import add_measure_parser
+from .tune import add_tune_parser
 
 DEFAULT_RESULTS = Path("results")
 
@@ -275,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an error, show the Python traceback instead of one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_run_parser, add_tune_parser, add_leaderboard_parser, add_results_parser, add_list_parser,
-                add_attention_parser, add_gate_parser, add_gate_baseline_parser, add_download_parser):
+                add_attention_parser, add_gate_parser, add_gate_baseline_parser, add_download_parser,
+                add_measure_parser):
         add(commands)
     return parser
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ctrbench.code_identity import code_tree, git_commit  # noqa: F401  (git_commit: re-exported, its old home)
 from ctrbench.cpu import cpu_model, vector_isa
+from ctrbench.store.code_identity import code_tree, git_commit  # noqa: F401  (git_commit: re-exported, its old home)
 
 ENVIRONMENT_KEYS = ("torch", "cuda", "python", "device", "device_name", "cpu_model", "cpu_isa", "cpu_count",
                     "threads", "git_commit", "code_tree", "date", "gpu", "load_avg")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import optuna
 import torch
 
-from ctrbench.arguments import (
+from ctrbench.commands.arguments import (
     add_data_arguments,
     add_machine_arguments,
     add_training_arguments,
@@ -13,9 +13,8 @@ from ctrbench.arguments import (
     training_config,
 )
 from ctrbench.models import list_models
-
-from .plots import write_study_plots
-from .tuner import (
+from ctrbench.tuning.plots import write_study_plots
+from ctrbench.tuning.tuner import (
     GRACE_S,
     HEARTBEAT_S,
     PRUNE_FROM,
