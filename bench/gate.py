@@ -32,7 +32,7 @@ import torch
 
 from ctrbench.cpu import cpu_model, feature_flags, processors
 from ctrbench.files import write_text_atomic
-from ctrbench.store.code_identity import git
+from ctrbench.store.code_identity import code_changed, git
 
 REFERENCE = "triu_index"
 SUITE = Path(__file__).resolve().parent / "suite"
@@ -212,15 +212,11 @@ def package_dirs(pyproject: str) -> dict[str, str]:
 
 
 def code_state(repo: Path = REPO) -> dict:
-    """{"commit": HEAD or None, "code_changed": whether the package's files differ from it}. Baselines
-    and results (*.json) are not code."""
+    """{"commit": HEAD or None, "code_changed": whether the code differs from it (`code_changed`)}."""
     head = git(repo, "rev-parse", "HEAD")
     if head is None:
         return {"commit": None, "code_changed": None}
-    folders = sorted(set(package_dirs((repo / "pyproject.toml").read_text()).values()))
-    status = git(repo, "status", "--porcelain", "--", "pyproject.toml", *folders) or ""
-    changed = [line for line in status.splitlines() if not line.rstrip('"').endswith(".json")]
-    return {"commit": head, "code_changed": bool(changed)}
+    return {"commit": head, "code_changed": code_changed(repo)}
 
 
 def provenance(repo: Path = REPO) -> dict:

@@ -119,7 +119,7 @@ def block_batches(view: SplitView, batch_size: int, shuffle: bool = False,
 
     `rank`, `world_size` and `shard` split the batches between data-parallel processes exactly as
     `batches` does: "batches" gives rank r every world_size-th batch, "rows" every batch's r-th
-    contiguous share. The batches are CPU tensors (`ctrbench.training.train.device_batches` moves them).
+    contiguous share. The batches are CPU tensors (a data source (`ctrbench.training.data_source`) moves them).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

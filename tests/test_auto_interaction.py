@@ -8,7 +8,7 @@ import torch
 from ctrbench.models import PAIRS, registry
 from ctrbench.models.interactions.triu_index import TriuIndex
 from ctrbench.training import auto
-from ctrbench.training.protocol import run_grid
+from ctrbench.training.protocol import Grid, run_grid
 from ctrbench.training.train import TrainConfig
 
 
@@ -62,8 +62,9 @@ def test_the_choice_is_cached_per_machine_model_and_shape(cache, monkeypatch):
 def test_a_grid_run_with_auto_records_what_it_picked(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(auto, "time_train_step", lambda model, name, *rest: {"triu_index": 0.01}.get(name, 0.05))
     said = []
-    (record,) = run_grid("purchase", ["fwfm"], "auto", [0], tmp_path, dataset_options={"rows": 2000},
-                         config=TrainConfig(max_epochs=1, batch_size=512, patience=1), log=said.append)
+    grid = Grid("purchase", ["fwfm"], "auto", [0], dataset_options={"rows": 2000},
+                config=TrainConfig(max_epochs=1, batch_size=512, patience=1))
+    (record,) = run_grid(grid, tmp_path, log=said.append)
     assert record["interaction"] == "triu_index"
     assert record["interaction_choice"]["asked"] == "auto" and record["interaction_choice"]["picked"] == "triu_index"
     assert any(line.startswith("auto: fwfm at F=10, B=512") for line in said)

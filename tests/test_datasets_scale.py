@@ -18,7 +18,7 @@ from ctrbench.datasets.batching import _Rows, batches, block_batches
 from ctrbench.datasets.core import SplitView, id_dtype
 from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.models import create_model
-from ctrbench.training.train import device_batches
+from ctrbench.training.data_source import StreamedData, TensorData
 
 pytestmark = pytest.mark.usefixtures("private_cache")     # conftest: no test writes to ~/.cache
 
@@ -199,12 +199,12 @@ def test_block_batches_rejects_bad_arguments(tmp_path):
     assert list(block_batches(SplitView(X, y, np.zeros(0, np.int64)), 4)) == []
 
 
-def test_device_batches_takes_tensors_or_a_view(tmp_path):
+def test_a_view_and_tensors_give_the_same_batches(tmp_path):
     X, y = mapped(tmp_path, rows=300)
     view = SplitView(X, y, np.arange(300))
     tensors = tuple(torch.from_numpy(a) for a in view.materialize())
-    a = list(device_batches(view, None, 64, torch.device("cpu")))
-    b = list(device_batches(*tensors, 64, torch.device("cpu")))
+    a = list(StreamedData(view).batches(64, torch.device("cpu")))
+    b = list(TensorData(*tensors).batches(64, torch.device("cpu")))
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b)) and len(a) == len(b)
 
 

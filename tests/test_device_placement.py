@@ -72,7 +72,7 @@ def test_a_training_epoch_and_prediction_stay_on_the_data_device(model_name):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     X, y = meta_data()
     with SameDevice():
-        loss = train_epoch(model, optimizer, X, y, 16, torch.Generator().manual_seed(0))
+        loss = train_epoch(model, optimizer, (X, y), 16, torch.Generator().manual_seed(0))
         probabilities = predict_on_device(model, X, 32)
     assert loss.device.type == "meta" and loss.shape == ()
     assert probabilities.device.type == "meta" and probabilities.shape == (103,)

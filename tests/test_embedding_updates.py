@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ctrbench.models import create_model, list_models, model_entry
+from ctrbench.training.context import RunContext
 from ctrbench.training.embedding_updates import (
     DEFAULT,
     build_optimizer,
@@ -365,7 +366,8 @@ def test_sparse_strategies_refuse_data_parallel_training():
     model = create_model("fm", FIELD_DIMS)
     X, y = batch(rows=32)
     with pytest.raises(ValueError, match="single-process"):
-        fit(model, (X, y), (X, y), TrainConfig(embedding_optimizer="sparse_adam"), torch.Generator(), world_size=2)
+        fit(model, (X, y), (X, y), TrainConfig(embedding_optimizer="sparse_adam"), torch.Generator(),
+            RunContext(world_size=2))
 
 
 def test_cli_takes_the_embedding_optimizer_and_its_rate():

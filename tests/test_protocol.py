@@ -10,7 +10,8 @@ import ctrbench.training.protocol as protocol
 from ctrbench.models import create_model
 from ctrbench.report.leaderboard import render
 from ctrbench.store.records import read_record, read_records
-from ctrbench.training.protocol import RunSpec, run_grid, run_one
+from ctrbench.training.context import RunContext
+from ctrbench.training.protocol import Grid, RunSpec, run_grid, run_one
 from ctrbench.training.train import TrainConfig, fit
 
 FAST = TrainConfig(max_epochs=3, batch_size=256, patience=2)
@@ -20,7 +21,7 @@ def scripted_evaluation(aucs, snapshots):
     """An evaluate_fn that returns the given validation AUCs in turn and remembers the weights it saw."""
     calls = iter(aucs)
 
-    def evaluate_fn(model, X, y, batch_size):
+    def evaluate_fn(model, data, batch_size):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"auc": next(calls), "logloss": 0.5, "samples_per_s": 1.0}
     return evaluate_fn
@@ -33,7 +34,7 @@ def test_early_stopping_stops_after_patience_and_restores_best_epoch(tiny_datase
     snapshots = []
     evaluate_fn = scripted_evaluation([0.60, 0.70, 0.65, 0.64, 0.66, 0.99], snapshots)
     result = fit(model, (X, y), (X, y), TrainConfig(max_epochs=20, batch_size=512, patience=3),
-                 torch.Generator().manual_seed(0), evaluate_fn=evaluate_fn)
+                 torch.Generator().manual_seed(0), RunContext(evaluate=evaluate_fn))
     assert result.epochs_run == 5            # epochs 3, 4, 5 brought no gain over epoch 2
     assert result.best_epoch == 2
     assert result.best_validation["auc"] == 0.70
@@ -49,7 +50,7 @@ def test_plateau_cuts_the_learning_rate(tiny_dataset):
     X, y = (torch.as_tensor(a) for a in tiny_dataset.split("train"))
     result = fit(model, (X, y), (X, y), TrainConfig(max_epochs=10, batch_size=512, patience=2,
                                                     plateau_lr_factor=0.1),
-                 torch.Generator().manual_seed(0), evaluate_fn=scripted_evaluation([0.6, 0.7, 0.65, 0.6], []))
+                 torch.Generator().manual_seed(0), RunContext(evaluate=scripted_evaluation([0.6, 0.7, 0.65, 0.6], [])))
     assert [round(h["lr"], 8) for h in result.history] == [1e-3, 1e-3, 1e-3, 1e-4]
     assert result.epochs_run == 4 and result.best_epoch == 2
 
@@ -120,7 +121,7 @@ def tiny_loader(monkeypatch):
 
 
 def grid(results_dir, log=lambda message: None):
-    return run_grid("tiny", ["fm", "afm"], "default", [0, 1], results_dir, config=FAST, log=log)
+    return run_grid(Grid("tiny", ["fm", "afm"], "default", [0, 1], config=FAST), results_dir, log=log)
 
 
 def test_grid_resumes_after_a_kill_between_runs(tmp_path, tiny_loader):
@@ -186,11 +187,11 @@ def test_leaderboard_aggregates_seeds(tmp_path, tiny_loader):
 
 def test_impossible_combination_lists_valid_choices(tmp_path, tiny_loader):
     with pytest.raises(ValueError, match="valid interactions for 'afm'"):
-        run_grid("tiny", ["afm"], ["sum_square"], [0], tmp_path, config=FAST)
+        run_grid(Grid("tiny", ["afm"], ["sum_square"], [0], config=FAST), tmp_path)
     with pytest.raises(ValueError, match="unknown model"):
-        run_grid("tiny", ["fm", "ffm"], "all", [0], tmp_path, config=FAST)
+        run_grid(Grid("tiny", ["fm", "ffm"], "all", [0], config=FAST), tmp_path)
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
-        run_grid("tiny", ["fm"], "all", [0], tmp_path, hparams={"attn_dim": 4}, config=FAST)
+        run_grid(Grid("tiny", ["fm"], "all", [0], hparams={"attn_dim": 4}, config=FAST), tmp_path)
 
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"lr": 0}, {"patience": 0}, {"plateau_lr_factor": 1.5}])

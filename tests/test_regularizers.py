@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ctrbench.models import create_model, list_models
+from ctrbench.training.context import RunContext
 from ctrbench.training.protocol import RunSpec
 from ctrbench.training.regularizers import Regularizer
 from ctrbench.training.train import TrainConfig, fit, train_step
@@ -115,6 +116,6 @@ def test_fit_with_regularizers_trains_and_removes_its_hooks(tiny_dataset):
     seen = []
     result = fit(model, (X, y), (X, y), TrainConfig(max_epochs=2, batch_size=512, embedding_regularizer=1e-3,
                                                     net_regularizer=1e-4),
-                 torch.Generator().manual_seed(0), on_epoch=seen.append)
+                 torch.Generator().manual_seed(0), RunContext(on_epoch=seen.append))
     assert result.epochs_run == 2 and [e["epoch"] for e in seen] == [1, 2]
     assert all(not m._forward_hooks for m in model.modules())

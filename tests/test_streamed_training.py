@@ -74,7 +74,7 @@ def test_train_epoch_sees_every_row_once_from_a_view_and_from_tensors(generated_
         torch.manual_seed(0)
         counter = RowCounter(create_model("fm", dataset.field_dims, interaction="sum_square"))
         optimizer = torch.optim.Adam(counter.parameters(), lr=1e-3)
-        loss = train_epoch(counter, optimizer, *data, 300, torch.Generator().manual_seed(0))
+        loss = train_epoch(counter, optimizer, data, 300, torch.Generator().manual_seed(0))
         seen = torch.cat(counter.seen)
         assert len(seen) == len(view) and loss.dtype == torch.float64 and torch.isfinite(loss)
         # Every row once: the multiset of rows seen is the split's.
@@ -87,7 +87,7 @@ def test_evaluate_scores_a_view_as_its_tensors(generated_criteo):
     X, y = (torch.as_tensor(np.ascontiguousarray(a)) for a in view.materialize())
     torch.manual_seed(0)
     model = create_model("fm", dataset.field_dims, interaction="sum_square")
-    from_view, from_tensors = evaluate(model, view, None, 128), evaluate(model, X.long(), y, 128)
+    from_view, from_tensors = evaluate(model, view, 128), evaluate(model, (X.long(), y), 128)
     assert from_view["auc"] == pytest.approx(from_tensors["auc"], abs=1e-12)
     assert from_view["logloss"] == pytest.approx(from_tensors["logloss"], rel=1e-6)
 

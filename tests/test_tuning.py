@@ -20,7 +20,7 @@ from ctrbench.commands import main
 from ctrbench.datasets import load
 from ctrbench.models import model_entry, registry
 from ctrbench.report.leaderboard import render
-from ctrbench.training.protocol import run_grid
+from ctrbench.training.protocol import Grid, run_grid
 from ctrbench.training.train import TrainConfig
 from ctrbench.tuning.spaces import search_space, space_hash, split_params, untuned_point
 from ctrbench.tuning.tuner import (
@@ -263,12 +263,11 @@ def test_tuned_rerun_records_and_their_own_table(tmp_path):
 
 def test_a_stored_rerun_is_described_anew_not_trained_again(tmp_path):
     options = dict(dataset_options={"rows": 2000}, config=TrainConfig(batch_size=512, max_epochs=1, patience=1),
-                   progress=False, log=lambda message: None, tuned={"study": "s", "space_hash": "h"})
-    grid = ("purchase", ["fm"], ["sum_square"], [0], tmp_path)
-    first = run_grid(*grid, record_extra={"tuning": {"trials": 5}}, **options)
+                   tuned={"study": "s", "space_hash": "h"})
+    cells = ("purchase", ["fm"], ["sum_square"], [0])
+    first = run_grid(Grid(*cells, record_extra={"tuning": {"trials": 5}}, **options), tmp_path, log=lambda m: None)
     said = []
-    options["log"] = said.append
-    again = run_grid(*grid, record_extra={"tuning": {"trials": 6}}, **options)
+    again = run_grid(Grid(*cells, record_extra={"tuning": {"trials": 6}}, **options), tmp_path, log=said.append)
     assert "all 1 runs were stored already" in said[-1] and "nothing trained" in said[-1]
     assert again[0]["tuning"] == {"trials": 6} and again[0]["wall_seconds"] == first[0]["wall_seconds"]
     (path,) = (tmp_path / "runs" / "purchase").glob("*.json")

@@ -34,6 +34,7 @@ from scipy import stats as scipy_stats
 from ctrbench.datasets import list_datasets, load
 from ctrbench.models import check_hparams, hparams_for, list_models, model_entry
 from ctrbench.pairs import num_pairs, pair_fields
+from ctrbench.training.context import RunContext
 from ctrbench.training.protocol import RunSpec, as_tensors, train_and_test
 from ctrbench.training.train import TrainConfig, preset_config
 
@@ -305,7 +306,7 @@ def train_model(name: str, dataset, seed: int, config: TrainConfig, hparams: dic
     """Train model `name` (its default interaction, the hyper-parameters it knows) as `ctrbench run`
     would, with the seed fixing initialisation, dropout and shuffling; the model and its scores."""
     spec = model_spec(name, dataset, seed, config, hparams, device)
-    run = train_and_test(spec, dataset, progress)
+    run = train_and_test(spec, dataset, RunContext(progress=progress))
     info = {"test_auc": run.test["auc"], "test_logloss": run.test["logloss"],
             "validation_auc": run.fit.best_validation["auc"], "best_epoch": run.fit.best_epoch,
             "epochs_run": run.fit.epochs_run, "seconds": run.wall_seconds}

@@ -9,16 +9,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from ctrbench import gate
 from ctrbench.datasets import list_datasets
 from ctrbench.models import check_hparams, hparams_for, list_interactions, list_models, model_entry
 from ctrbench.models.registry import preset_hparams
 from ctrbench.report.leaderboard import write_leaderboard
+from ctrbench.training.context import RunContext
 from ctrbench.training.distributed import Distributed, launched_by_torchrun, report_failure
 from ctrbench.training.embedding_updates import list_embedding_updates
-from ctrbench.training.protocol import run_grid
+from ctrbench.training.protocol import Grid, run_grid
 from ctrbench.training.train import TrainConfig
 
 from .arguments import (
@@ -75,8 +74,6 @@ def add_run_parser(commands) -> None:
 
 
 def command_run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     hparams = dict(args.hparams)
     if args.embed_dim is not None:
         hparams["embed_dim"] = args.embed_dim
@@ -86,7 +83,9 @@ def command_run(args) -> int:
     # Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1) every rank trains each run with DDP and
     # only rank 0 prints, writes records and the leaderboard; see ctrbench.training.distributed.
     cluster = Distributed.start(args.device, args.dist_timeout) if launched_by_torchrun() else None
-    writer = cluster is None or cluster.is_writer
+    context = (cluster.context(progress=not args.quiet, threads=args.threads) if cluster else
+               RunContext(progress=not args.quiet, threads=args.threads))
+    writer = context.is_writer
     check_hparams(args.models, hparams)
     # A preset may give each model its own architecture (`--preset bars`); flags and --set override it.
     architectures = {model: preset_hparams(model, args.preset) for model in args.models}
@@ -94,10 +93,9 @@ def command_run(args) -> int:
               [([model], {**architectures[model], **hparams_for(model, hparams)}) for model in args.models])
     try:
         for models, model_hparams in groups:
-            run_grid(args.dataset, models, interactions, args.seeds, args.results_dir, hparams=model_hparams,
-                     dataset_options=dict(args.data_option), config=config, device=args.device,
-                     data_dir=args.data_dir, progress=not args.quiet and writer,
-                     log=print if writer else (lambda message: None), distributed=cluster, compile=args.compile)
+            grid = Grid(args.dataset, models, interactions, args.seeds, model_hparams, dict(args.data_option), config,
+                        args.device, args.data_dir, args.compile)
+            run_grid(grid, args.results_dir, context, log=print if writer else (lambda message: None))
     except BaseException as error:
         if cluster:
             report_failure(cluster, error)

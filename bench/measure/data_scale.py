@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from ctrbench.files import write_atomic, write_text_atomic
+from ctrbench.probes.memory import peak_rss, status_bytes
 
 KIND = "data_scale"
 KEYS = frozenset({"kind", "command", "file", "preprocess", "train", "goals", "environment", "when"})
@@ -53,8 +54,8 @@ RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
 
 def peak_rss_bytes() -> int:
-    """This process's resident-set high-water mark (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's resident-set high-water mark (each stage runs in its own process, so: the stage's)."""
+    return peak_rss() or 0
 
 
 def cpu_seconds() -> float:
@@ -69,7 +70,6 @@ def cpu_seconds() -> float:
 
 def stage_preprocess(args) -> dict:
     from ctrbench.datasets import load
-    from ctrbench.probes.costs import status_bytes
 
     start, cpu_start = time.perf_counter(), cpu_seconds()
     dataset = load("criteo", file=str(args.file), categorical=args.categorical, cache_dir=args.cache_dir,
@@ -91,7 +91,8 @@ def stage_train(args) -> dict:
 
     from ctrbench.datasets import load
     from ctrbench.models import create_model
-    from ctrbench.probes.costs import status_bytes
+    from ctrbench.training.context import RunContext
+    from ctrbench.training.data_source import StreamedData
     from ctrbench.training.train import evaluate, train_epoch
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -108,12 +109,13 @@ def stage_train(args) -> dict:
     # The protocol's own epoch (`ctrbench run` streams a memory-mapped set this way): block-shuffled
     # batches of the view, train_step per batch, the mean loss read once at the end.
     start, cpu_start = time.perf_counter(), cpu_seconds()
-    loss = float(train_epoch(model, optimizer, train, None, args.batch_size, generator, progress=not args.no_progress,
-                             block_options={"block_rows": args.block_rows, "window_blocks": args.window_blocks}))
+    streamed = StreamedData(train, {"block_rows": args.block_rows, "window_blocks": args.window_blocks})
+    loss = float(train_epoch(model, optimizer, streamed, args.batch_size, generator,
+                             RunContext(progress=not args.no_progress)))
     train_seconds, train_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     seen = len(train)                            # train_epoch takes every row of the split once
     after_train = status_bytes(*RSS_FIELDS)
-    validation_scores = evaluate(model, validation, None, 65_536)
+    validation_scores = evaluate(model, validation, 65_536)
     return {"rows": len(dataset.y), "train_rows": len(train), "validation_rows": len(validation),
             "seconds": train_seconds, "rows_per_s": seen / train_seconds, "rows_seen": seen,
             "cpu_seconds": train_cpu, "loadavg_1m": os.getloadavg()[0],

@@ -24,9 +24,8 @@ import torch
 
 from ctrbench.files import write_text_atomic
 from ctrbench.models import list_models, model_entry
-from ctrbench.probes.costs import peak_rss_rise_bytes
 from ctrbench.probes.device import resolve_device
-from ctrbench.probes.memory import cuda_step_peak_bytes, timed_rounds
+from ctrbench.probes.memory import cuda_step_peak_bytes, peak_rss_rise_bytes, timed_rounds
 from ctrbench.store.environment import LoadWindow, environment
 from ctrbench.training.embedding_updates import list_embedding_updates, optimizer_state_bytes
 from ctrbench.values import comma_list

@@ -25,6 +25,7 @@ from ctrbench.models import model_entry
 from ctrbench.probes.device import resolve_device
 from ctrbench.probes.memory import timed_rounds
 from ctrbench.store.environment import LoadWindow, environment
+from ctrbench.training.context import RunContext
 from ctrbench.training.protocol import RunSpec, train_and_test
 from ctrbench.training.train import TrainConfig
 from ctrbench.values import comma_list
@@ -56,7 +57,7 @@ def protocol_run(model: str, interaction: str, batch: int, device: torch.device,
     """`epochs` epochs of the protocol (no early stop before), seed 0; its recorded numbers."""
     config = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch, eval_batch_size=max(8192, batch))
     spec = RunSpec(SHAPE, model, interaction, 0, config=config, device=str(device), compile=compile)
-    run = train_and_test(spec, dataset, device=device)
+    run = train_and_test(spec, dataset, RunContext(device=device))
     return {"samples_per_s": run.fit.train_samples_per_s, "warmup_seconds": run.fit.warmup_seconds,
             "epoch_samples_per_s": [len(dataset.splits["train"]) / h["seconds"] for h in run.fit.history]}
 

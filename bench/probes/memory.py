@@ -1,25 +1,81 @@
-"""Peak memory of a region of code: resident set size sampled by a thread, and CUDA's own counter; and
+"""Memory of a region of code: the resident set (read from /proc/self/status: now, its high-water mark
+and its rise over one call), sampled by a thread, and CUDA's own counter; and
 the synchronised timing of a step that the GPU measurements (device_sweep, afm_gpu_step, step_gap) share."""
 from __future__ import annotations
 
-import os
+import ctypes
+import ctypes.util
+import re
 import resource
 import statistics
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
 
 def current_rss_bytes() -> int:
+    """The resident set now (Linux's VmRSS); off Linux the lifetime peak, the best available."""
+    rss = _status_kib("VmRSS")
+    return rss * 1024 if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS so an earlier cell's leftovers do not hide this one's peak."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+def _status_kib(field: str) -> int | None:
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except OSError:    # not Linux: the lifetime peak is the best available
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def status_bytes(*fields: str) -> dict[str, int]:
+    """The named memory fields of /proc/self/status (VmRSS, RssAnon, VmHWM, ...) in bytes; those the
+    kernel does not report are left out (all of them off Linux)."""
+    found = {field: _status_kib(field) for field in fields}
+    return {field: kib * 1024 for field, kib in found.items() if kib is not None}
+
+
+def reset_peak_rss() -> int | None:
+    """Reset the kernel's high-water mark (VmHWM) to the current resident set, after handing freed
+    heap back to the OS; returns that starting level in bytes, None where Linux's interface is missing."""
+    _release_free_heap()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    start = _status_kib("VmRSS")
+    return None if start is None else start * 1024
+
+
+def peak_rss() -> int | None:
+    """The resident-set high-water mark in bytes since the last `reset_peak_rss` (or process start)."""
+    peak = _status_kib("VmHWM")
+    return None if peak is None else peak * 1024
+
+
+def peak_rss_rise_bytes(fn: Callable[[], object]) -> int | None:
+    """How far the process's resident set rose above its starting level during one call of `fn`.
+
+    Uses Linux's high-water mark, so no short peak is missed; None where that interface is missing.
+    """
+    start = reset_peak_rss()
+    fn()
+    peak = peak_rss()
+    if start is None or peak is None:
+        return None
+    return max(peak - start, 0)
 
 
 class PeakMemory:

@@ -45,8 +45,14 @@ def git_commit(root: Path = REPO) -> str | None:
     commit = git(root, "rev-parse", "HEAD")
     if commit is None:
         return None
+    return commit + ("+dirty" if code_changed(root) else "")
+
+
+def code_changed(root: Path = REPO) -> bool | None:
+    """Whether the code (CODE_PATHS, results and baselines aside) differs from HEAD, new files included: the
+    one definition of "dirty" that records and the gate's baselines share; None without git."""
     status = git(root, "status", "--porcelain", "--", *CODE_PATHS, NOT_CODE_PATHSPEC)
-    return commit + ("+dirty" if status else "")
+    return None if status is None else bool(status)
 
 
 def is_dirty(commit: str | None) -> bool:

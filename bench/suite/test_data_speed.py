@@ -28,7 +28,7 @@ from ctrbench.datasets import batches, load
 from ctrbench.datasets.synthetic import write_criteo_tsv
 from ctrbench.datasets.tabular import Encoding, TableReader, criteo_spec, first_line
 from ctrbench.models import create_model
-from ctrbench.probes.costs import peak_rss, reset_peak_rss
+from ctrbench.probes.memory import peak_rss, reset_peak_rss
 from ctrbench.training.train import train_epoch
 
 PREPROCESS_CELLS = {          # profile -> [(rows, rounds)]
@@ -142,11 +142,11 @@ def test_batch_iteration_vs_fm_epoch(benchmark, request):
     model = create_model("fm", dataset.field_dims)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     warm = 8 * FEEDING_BATCH                                                # warm-up: allocator, Adam state
-    train_epoch(model, optimizer, X[:warm], y[:warm], FEEDING_BATCH, generator)
+    train_epoch(model, optimizer, (X[:warm], y[:warm]), FEEDING_BATCH, generator)
     fm_seconds = []
     for _ in range(settings["fm_epochs"]):
         start = time.perf_counter()
-        train_epoch(model, optimizer, X, y, FEEDING_BATCH, generator)
+        train_epoch(model, optimizer, (X, y), FEEDING_BATCH, generator)
         fm_seconds.append(time.perf_counter() - start)
 
     benchmark.group = "data feeding"

@@ -27,8 +27,8 @@ from ctrbench.measure.cells import (
     model_too_large,
     too_large,
 )
-from ctrbench.probes.costs import algebraic_flops, flops, peak_rss_rise_bytes, saved_activation_bytes
-from ctrbench.probes.memory import cuda_step_peak_bytes
+from ctrbench.probes.costs import algebraic_flops, flops, saved_activation_bytes
+from ctrbench.probes.memory import cuda_step_peak_bytes, peak_rss_rise_bytes
 from ctrbench.probes.roofline import peak_gflops
 from ctrbench.pytest_plugin import is_gate_run, suite_device
 from ctrbench.store.environment import device_name

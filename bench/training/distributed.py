@@ -34,9 +34,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ctrbench.datasets.core import SplitView
 from ctrbench.probes.memory import synchronize
 
+from .context import RunContext
+from .data_source import DataSource, data_source
 from .train import local_module, predict_on_device, scores
 
 TIMEOUT_ENV = "CTRBENCH_DIST_TIMEOUT"
@@ -116,9 +117,10 @@ class Distributed:
 
     # hooks for run_grid / run_one ------------------------------------------------------------------
 
-    def run_options(self) -> dict:
-        return {"evaluate_fn": self.evaluate, "rank": self.rank, "world_size": self.world_size,
-                "model_wrapper": self.wrap, "device": self.device}
+    def context(self, progress: bool = False, threads: int | None = None) -> RunContext:
+        """This rank's RunContext: its device, gathered evaluation, DDP wrapper; progress on rank 0 only."""
+        return RunContext(device=self.device, rank=self.rank, world_size=self.world_size, evaluate=self.evaluate,
+                          wrap=self.wrap, progress=progress and self.is_writer, threads=threads, cluster=self)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP over `model` (which every rank built from the same seed; DDP broadcasts rank 0's anyway)."""
@@ -147,25 +149,24 @@ class Distributed:
         else:
             dist.barrier()
 
-    def evaluate(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> dict:
+    def evaluate(self, model: nn.Module, data: DataSource, batch_size: int = 8192) -> dict:
         """`train.evaluate` over all ranks: each predicts its contiguous share of the rows, the shares
         are all-gathered in row order, and every rank scores the same predictions."""
-        rows = len(X)
+        data = data_source(data)
+        rows = len(data)
         bounds = [rows * r // self.world_size for r in range(self.world_size + 1)]
         sizes = [bounds[r + 1] - bounds[r] for r in range(self.world_size)]
         synchronize(self.device)
         start = time.perf_counter()
         lo, hi = bounds[self.rank], bounds[self.rank + 1]
-        share = X[lo:hi] if y is not None else SplitView(X.X, X.y, X.index[lo:hi])     # y None: a split view
-        mine = predict_on_device(local_module(model), share, batch_size)
+        mine = predict_on_device(local_module(model), data.rows(lo, hi), batch_size)
         padded = torch.zeros(max(sizes), dtype=torch.float32, device=self.device)
         padded[:len(mine)] = mine.to(self.device)
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
         probabilities = torch.cat([part[:size] for part, size in zip(parts, sizes)]).cpu().numpy()
         seconds = time.perf_counter() - start
-        y_true = y.cpu().numpy() if y is not None else X.labels()
-        return {**scores(y_true, probabilities.astype(np.float32)),
+        return {**scores(data.labels(), probabilities.astype(np.float32)),
                 "samples_per_s": rows / max(seconds, 1e-9)}
 
 

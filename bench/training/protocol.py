@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from ctrbench.datasets import load
-from ctrbench.datasets.batching import block_batches
 from ctrbench.models import (
     check_hparams,
     check_pair,
@@ -29,6 +28,8 @@ from ctrbench.store.environment import LoadWindow, busy_machine_warning, environ
 from ctrbench.store.records import SCHEMA, read_record, write_record
 
 from . import auto
+from .context import LOCAL, RunContext
+from .data_source import DataSource, StreamedData, TensorData
 from .train import FitResult, TrainConfig, evaluate, fit
 
 
@@ -92,23 +93,9 @@ def streams(dataset) -> bool:
     return isinstance(dataset.X, np.memmap) and len(dataset.X) > STREAM_ROWS
 
 
-def split_data(dataset, split: str, device: torch.device) -> tuple:
-    """(X, y) tensors on `device`, or (SplitView, None) for a set that `streams`."""
-    return (dataset.view(split), None) if streams(dataset) else as_tensors(dataset, split, device)
-
-
-def check_split_values(fields, X, block_rows: int = 1 << 20) -> None:
-    """`fields.check_values` over tensors, or over a split view block by block (rows counted in the split)."""
-    if isinstance(X, torch.Tensor):
-        fields.check_values(X)
-        return
-    start = 0
-    for xb, _ in block_batches(X, block_rows):
-        try:
-            fields.check_values(xb)
-        except ValueError as error:
-            raise ValueError(f"{error} (rows counted from the split's row {start})") from None
-        start += len(xb)
+def split_data(dataset, split: str, device: torch.device) -> DataSource:
+    """The split as tensors on `device`, or as a view of its memory-mapped file for a set that `streams`."""
+    return StreamedData(dataset.view(split)) if streams(dataset) else TensorData(*as_tensors(dataset, split, device))
 
 
 @dataclass
@@ -132,45 +119,45 @@ def model_hparams(spec: RunSpec, dataset) -> dict:
     return hparams
 
 
-def train_and_test(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
-                   world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None,
-                   on_epoch=None) -> TrainedRun:
+def train_and_test(spec: RunSpec, dataset, context: RunContext = LOCAL) -> TrainedRun:
     """Build the spec's model with its seed, train it with early stopping on the already loaded dataset
     (split by `spec.seed`), restore the best epoch and score the test split once.
 
-    `device` overrides the spec's (a torchrun rank's own GPU, cuda:LOCAL_RANK); `on_epoch` goes to
-    `fit`. Every split's ids are checked against the model's fields here, once, before anything runs
-    on the device: the model's forward checks values only in eager CPU mode, and an out-of-range id on
-    a GPU is a device-side assert that kills the process without saying which id.
+    `context` says where it trains (its device overrides the spec's: a torchrun rank's own GPU,
+    cuda:LOCAL_RANK), how it is evaluated and wrapped, and what sees each epoch. Every split's ids
+    are checked against the model's fields here, once, before anything runs on the device: the
+    model's forward checks values only in eager CPU mode, and an out-of-range id on a GPU is a
+    device-side assert that kills the process without saying which id.
     """
-    device = torch.device(device) if device is not None else resolve_device(spec.device)
+    if context.threads:
+        torch.set_num_threads(context.threads)
+    device = torch.device(context.device) if context.device is not None else resolve_device(spec.device)
     generator = seed_everything(spec.seed)
     model = create_model(spec.model, dataset.field_dims, interaction=spec.interaction,
                          **model_hparams(spec, dataset)).to(device)
     splits = {name: split_data(dataset, name, device) for name in ("train", "validation", "test")}
-    for name, (X, _) in splits.items():
+    for name, data in splits.items():
         try:
-            check_split_values(model.fields, X)
+            data.check_values(model.fields)
         except ValueError as error:
             raise ValueError(f"{getattr(dataset, 'name', 'dataset')} {name} split: {error}") from None
     trained = torch.compile(model) if spec.compile else model
-    trained = model_wrapper(trained) if model_wrapper else trained
+    trained = context.wrap(trained) if context.wrap else trained
+    evaluate_fn = context.evaluate or evaluate
     wall_start = time.perf_counter()
     with track_peak_memory(device) as peak:
-        result = fit(trained, splits["train"], splits["validation"], spec.config, generator, progress, evaluate_fn,
-                     rank, world_size, on_epoch)
-        test_scores = evaluate_fn(trained, *splits["test"], spec.config.eval_batch_size)
+        result = fit(trained, splits["train"], splits["validation"], spec.config, generator, context)
+        test_scores = evaluate_fn(trained, splits["test"], spec.config.eval_batch_size)
     # fit opens a new CUDA peak window per epoch; the tracker's reading covers the test evaluation.
     windows = [b for b in (result.cuda_peak_bytes, peak.cuda_peak_bytes) if b is not None]
     return TrainedRun(model, result, test_scores, peak, time.perf_counter() - wall_start,
                       max(windows) if windows else None)
 
 
-def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate, rank: int = 0,
-            world_size: int = 1, model_wrapper=None, device: torch.device | str | None = None) -> dict:
+def run_one(spec: RunSpec, dataset, context: RunContext = LOCAL) -> dict:
     """Train and test one run on an already loaded dataset; returns its record."""
     window = LoadWindow()
-    run = train_and_test(spec, dataset, progress, evaluate_fn, rank, world_size, model_wrapper, device)
+    run = train_and_test(spec, dataset, context)
     load_avg = window.finish()
     result, peak = run.fit, run.peak
     device = next(run.model.parameters()).device
@@ -192,7 +179,7 @@ def run_one(spec: RunSpec, dataset, progress: bool = False, evaluate_fn=evaluate
                    "cuda_peak_bytes": run.cuda_peak_bytes, "warmup_cuda_peak_bytes": result.warmup_cuda_peak_bytes},
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "running_backend": running_backend(run.model, device),
-        "world_size": world_size,
+        "world_size": context.world_size,
         "backend": torch.distributed.get_backend() if torch.distributed.is_available()
         and torch.distributed.is_initialized() else None,
         "environment": {**environment(device, load_avg), **kernel_build(run.model, device)},
@@ -227,46 +214,72 @@ def expand_grid(models: list[str], interactions: list[str] | str) -> list[tuple[
     return sorted(set(cells), key=lambda cell: (models.index(cell[0]), interactions.index(cell[1])))
 
 
-def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int], results_dir: Path,
-             hparams: dict | None = None, dataset_options: dict | None = None,
-             config: TrainConfig | None = None, device: str = "cpu", data_dir=None,
-             progress: bool = False, log=print, distributed=None, compile: bool = False,
-             tuned: dict | None = None, record_extra: dict | None = None) -> list[dict]:
-    """Run every (model, interaction, seed) not already stored; return all the grid's records.
+@dataclass(frozen=True)
+class Grid:
+    """What a grid trains: every (model, interaction) cell of `models` × `interactions`, on each seed.
 
-    Each record is written the moment its run ends, so a killed grid loses at most the run in flight
-    and a restart skips what is done. `distributed` (a `ctrbench.training.distributed.Distributed`, under
-    torchrun) trains every run on all ranks; rank 0 decides what is pending and alone writes records.
+    `interactions` is a list of names, "all", "default" or "auto" (`expand_grid`, `auto.resolve`).
     `tuned` marks the runs as a tuned configuration's re-run (part of their key, see `RunSpec.tuned`);
     `record_extra` is added to each new record (the tuner's trial count and best trial), and replaces
-    those fields of a stored record it skips.
+    those fields of a stored record the grid skips."""
+
+    dataset: str
+    models: list[str]
+    interactions: list[str] | str = "default"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    hparams: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    config: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"
+    data_dir: Path | str | None = None
+    compile: bool = False
+    tuned: dict | None = None
+    record_extra: dict | None = None
+
+    def spec(self, model: str, interaction: str, seed: int, world_size: int = 1) -> RunSpec:
+        return RunSpec(self.dataset, model, interaction, seed, hparams_for(model, self.hparams),
+                       self.dataset_options, self.config, self.device, world_size, self.compile, self.tuned)
+
+    def load(self, seed: int):
+        return load(self.dataset, data_dir=self.data_dir, seed=seed, **self.dataset_options)
+
+
+def grid_cells(grid: Grid, context: RunContext, log=print) -> tuple[list[tuple[str, str]], dict]:
+    """The grid's (model, interaction) cells, and {model: auto's choice} where it names "auto"."""
+    interactions, models = grid.interactions, grid.models
+    if not (interactions == auto.AUTO or (not isinstance(interactions, str) and auto.AUTO in interactions)):
+        return expand_grid(models, interactions), {}
+    if context.cluster is not None:
+        raise ValueError("--interactions auto calibrates on one process; under torchrun name the implementations")
+    for model in models:
+        model_entry(model)
+    fields = grid.load(grid.seeds[0]).num_fields
+    choices = {m: auto.resolve(m, fields, grid.config.batch_size, resolve_device(grid.device), log) for m in models}
+    rest = [] if isinstance(interactions, str) else [i for i in interactions if i != auto.AUTO]
+    cells = list(dict.fromkeys([(m, choices[m]["picked"]) for m in models]
+                               + (expand_grid(models, rest) if rest else [])))
+    return cells, choices
+
+
+def run_grid(grid: Grid, results_dir: Path, context: RunContext = LOCAL, log=print) -> list[dict]:
+    """Run every (model, interaction, seed) of the grid not already stored; return all its records.
+
+    Each record is written the moment its run ends, so a killed grid loses at most the run in flight
+    and a restart skips what is done. Under torchrun (`context.cluster`, a
+    `ctrbench.training.distributed.Distributed`) every run trains on all ranks; rank 0 decides what is
+    pending and alone writes records.
     """
-    config = config or TrainConfig()
-    hparams = hparams or {}
-    dataset_options = dataset_options or {}
-    check_hparams(models, hparams)
-    choices = {}
-    if interactions == auto.AUTO or (not isinstance(interactions, str) and auto.AUTO in interactions):
-        if distributed is not None:
-            raise ValueError("--interactions auto calibrates on one process; under torchrun name the implementations")
-        for model in models:
-            model_entry(model)
-        fields = load(dataset_name, data_dir=data_dir, seed=seeds[0], **dataset_options).num_fields
-        choices = {m: auto.resolve(m, fields, config.batch_size, resolve_device(device), log) for m in models}
-        rest = [] if isinstance(interactions, str) else [i for i in interactions if i != auto.AUTO]
-        cells = list(dict.fromkeys([(m, choices[m]["picked"]) for m in models]
-                                   + (expand_grid(models, rest) if rest else [])))
-    else:
-        cells = expand_grid(models, interactions)
+    check_hparams(grid.models, grid.hparams)
+    if context.threads:
+        torch.set_num_threads(context.threads)
+    cells, choices = grid_cells(grid, context, log)
+    cluster = context.cluster
     records = []
-    total = len(cells) * len(seeds)
+    total = len(cells) * len(grid.seeds)
     done = trained = 0
-    extra = json.loads(json.dumps(record_extra or {}, default=str))     # as a stored record holds it
-    for seed in seeds:
-        specs = [RunSpec(dataset_name, m, i, seed, hparams_for(m, hparams),
-                         dataset_options, config, device, distributed.world_size if distributed else 1, compile,
-                         tuned)
-                 for m, i in cells]
+    extra = json.loads(json.dumps(grid.record_extra or {}, default=str))     # as a stored record holds it
+    for seed in grid.seeds:
+        specs = [grid.spec(m, i, seed, context.world_size) for m, i in cells]
         pending = []
         for spec in specs:
             path = spec.record_path(results_dir)
@@ -275,7 +288,7 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                 if any(record.get(k) != v for k, v in extra.items()):
                     # the same run, described anew (a continued study whose best is unchanged: its trial count)
                     record.update(extra)
-                    if distributed is None or distributed.rank == 0:
+                    if context.is_writer:
                         write_record(path, record)
                 records.append(record)
                 done += 1
@@ -284,22 +297,21 @@ def run_grid(dataset_name: str, models: list[str], interactions, seeds: list[int
                 if path.exists():
                     log(f"warning: {error}; running it again")
                 pending.append(spec)
-        if distributed:
-            pending = distributed.agree(specs, pending)
+        if cluster is not None:
+            pending = cluster.agree(specs, pending)
         if not pending:
             continue
-        dataset = (distributed.load_in_turn(load, dataset_name, data_dir=data_dir, seed=seed, **dataset_options)
-                   if distributed else load(dataset_name, data_dir=data_dir, seed=seed, **dataset_options))
-        if not trained and distributed is None:
+        dataset = cluster.load_in_turn(grid.load, seed) if cluster is not None else grid.load(seed)
+        if not trained and cluster is None:
             warning = busy_machine_warning(torch.get_num_threads())
             if warning:
                 log(f"warning: {warning}")
         for spec in pending:
-            record = run_one(spec, dataset, progress, **(distributed.run_options() if distributed else {}))
+            record = run_one(spec, dataset, context)
             record.update(extra)
             if spec.model in choices and choices[spec.model]["picked"] == spec.interaction:
                 record["interaction_choice"] = {k: v for k, v in choices[spec.model].items() if k != "cached"}
-            if distributed is None or distributed.rank == 0:
+            if context.is_writer:
                 write_record(spec.record_path(results_dir), record)
             records.append(record)
             done += 1

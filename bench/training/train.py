@@ -13,10 +13,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ctrbench.datasets.batching import batches, block_batches
-from ctrbench.datasets.core import SplitView
 from ctrbench.probes.memory import synchronize
 
+from .context import LOCAL, RunContext
+from .data_source import DataSource, data_source
 from .embedding_updates import DEFAULT as DEFAULT_EMBEDDING_UPDATE
 from .embedding_updates import build_optimizer, embedding_update
 from .regularizers import Regularizer, regularizer_for
@@ -130,51 +130,31 @@ def model_device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def data_device(X: torch.Tensor | SplitView, model: nn.Module) -> torch.device:
-    """Where work on X happens: a tensor's own device (the caller put it there), else the model's (a
-    split view's batches are moved there one at a time)."""
-    return X.device if isinstance(X, torch.Tensor) else model_device(model)
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data, batch_size: int,
+                generator: torch.Generator, context: RunContext = LOCAL,
+                regularizer: Regularizer | None = None) -> torch.Tensor:
+    """One pass over `data` (a DataSource, or (X, y) tensors) in shuffled batches; returns the mean
+    training loss as a 0-dim float64 tensor on the data's device (reading it is the caller's one wait
+    for the device per epoch). A streamed split's batches are read in bounded blocks and moved to the
+    model's device one at a time.
 
-
-def device_batches(X, y, batch_size: int, device: torch.device, shuffle: bool = False,
-                   generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1,
-                   shard: str = "batches", block_options: dict | None = None):
-    """Batches of in-memory tensors (X, y), gathered where they are, or of a split view (X a
-    `SplitView`, y None: read from the memory-mapped file in bounded blocks by `block_batches`, which
-    takes `block_options` (block_rows, window_blocks)) moved to `device` one batch at a time. The one
-    place the training loop tells the two apart. y None for tensors (prediction): the label slot of
-    each batch then holds X's first column, unused."""
-    if not isinstance(X, SplitView):
-        return batches(X, X[:, 0] if y is None else y, batch_size, shuffle, generator, rank, world_size, shard)
-    non_blocking = device.type == "cuda"     # from pageable memory torch stages the copy: no pinning needed
-    return ((xb.to(device, non_blocking=non_blocking), yb.to(device, non_blocking=non_blocking))
-            for xb, yb in block_batches(X, batch_size, shuffle, generator, rank, world_size, shard,
-                                        **(block_options or {})))
-
-
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor | SplitView,
-                y: torch.Tensor | None, batch_size: int, generator: torch.Generator, progress: bool = False,
-                rank: int = 0, world_size: int = 1, regularizer: Regularizer | None = None,
-                block_options: dict | None = None) -> torch.Tensor:
-    """One pass over (X, y) in shuffled batches; returns the mean training loss as a 0-dim float64
-    tensor on the model's device (reading it is the caller's one wait for the device per epoch).
-    X may be a split view of a memory-mapped set (y None): its batches are read in bounded blocks
-    (`block_batches`, with `block_options`) and moved to the model's device one at a time.
-
-    With world_size > 1 (a DistributedDataParallel `model`, every rank holding all of X and the same
-    `generator` state), `batch_size` is the global batch: each rank takes its share of every batch
-    and scales its summed loss by world_size / (rows of the whole batch), so DDP's gradient average
-    over ranks is the single-process mean gradient of that batch. The returned loss is the global mean.
+    With context.world_size > 1 (a DistributedDataParallel `model`, every rank holding all of the data
+    and the same `generator` state), `batch_size` is the global batch: each rank takes its share of
+    every batch and scales its summed loss by world_size / (rows of the whole batch), so DDP's gradient
+    average over ranks is the single-process mean gradient of that batch. The returned loss is the
+    global mean.
     """
+    data = data_source(data)
     model.train()
+    world_size = context.world_size
     distributed = world_size > 1
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum" if distributed else "mean")
-    rows = len(X)
-    device = data_device(X, model)
+    rows = len(data)
+    device = data.device(model_device(model))
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-    steps = device_batches(X, y, batch_size, device, shuffle=True, generator=generator, rank=rank,
-                           world_size=world_size, shard="rows", block_options=block_options)
-    if progress:
+    steps = data.batches(batch_size, device, shuffle=True, generator=generator, rank=context.rank,
+                         world_size=world_size, shard="rows")
+    if context.progress:
         steps = tqdm(steps, total=math.ceil(rows / batch_size), desc="batches", leave=False)
     for step, (xb, yb) in enumerate(steps):
         if distributed:
@@ -196,19 +176,20 @@ def local_module(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict_on_device(model: nn.Module, X: torch.Tensor | SplitView, batch_size: int = 8192) -> torch.Tensor:
-    """Click probabilities (rows,) float32 for every row of X, in eval mode, left on X's device (for a
-    split view, in index order, on the model's device)."""
+def predict_on_device(model: nn.Module, data, batch_size: int = 8192) -> torch.Tensor:
+    """Click probabilities (rows,) float32 for every row of `data` (a DataSource, a SplitView or a
+    tensor X), in eval mode, left on the data's device (for a streamed split, in index order, on the
+    model's device)."""
+    data = data_source(data)
     model.eval()
-    device = data_device(X, model)
-    steps = device_batches(X, None, batch_size, device)
-    parts = [torch.sigmoid(model(xb)).float() for xb, _ in steps]
+    device = data.device(model_device(model))
+    parts = [torch.sigmoid(model(xb)).float() for xb, _ in data.batches(batch_size, device)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=device)
 
 
-def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 8192) -> np.ndarray:
-    """Click probabilities for every row of X, in eval mode, as a NumPy array (one copy to the host)."""
-    return predict_on_device(model, X, batch_size).cpu().numpy()
+def predict(model: nn.Module, data, batch_size: int = 8192) -> np.ndarray:
+    """Click probabilities for every row of `data`, in eval mode, as a NumPy array (one copy to the host)."""
+    return predict_on_device(model, data, batch_size).cpu().numpy()
 
 
 def scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -221,15 +202,14 @@ def scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
             "logloss": float(log_loss(y_true, probabilities, labels=[0, 1]))}
 
 
-def evaluate(model: nn.Module, X: torch.Tensor | SplitView, y: torch.Tensor | None, batch_size: int = 8192) -> dict:
-    """AUC, logloss, and inference throughput (samples/s) on (X, y), or on a split view X (y None)."""
-    device = data_device(X, model)
-    synchronize(device)
+def evaluate(model: nn.Module, data, batch_size: int = 8192) -> dict:
+    """AUC, logloss, and inference throughput (samples/s) on `data` (a DataSource, or (X, y) tensors)."""
+    data = data_source(data)
+    synchronize(data.device(model_device(model)))
     start = time.perf_counter()
-    probabilities = predict(model, X, batch_size)
+    probabilities = predict(model, data, batch_size)
     seconds = time.perf_counter() - start
-    y_true = y.cpu().numpy() if y is not None else X.labels()
-    return {**scores(y_true, probabilities), "samples_per_s": len(X) / max(seconds, 1e-9)}
+    return {**scores(data.labels(), probabilities), "samples_per_s": len(data) / max(seconds, 1e-9)}
 
 
 def reset_cuda_peak(device: torch.device) -> None:
@@ -243,15 +223,8 @@ def cuda_peak_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def head(X: torch.Tensor | SplitView, y: torch.Tensor | None, rows: int) -> tuple:
-    """The first `rows` rows of (X, y) tensors, or of a split view X (y None, stays None)."""
-    if isinstance(X, SplitView):
-        return X.head(rows), None
-    return X[:rows], (y[:rows] if y is not None else None)
-
-
-def warm_up(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], evaluation: list[torch.Tensor],
-            config: TrainConfig, rank: int = 0, world_size: int = 1, regularizer: Regularizer | None = None) -> float:
+def warm_up(model: nn.Module, train: DataSource, evaluation: list[DataSource], config: TrainConfig,
+            context: RunContext = LOCAL, regularizer: Regularizer | None = None) -> float:
     """Do once each kind of work that `fit` times, then put the model back as it was; returns seconds.
 
     Train steps at the epoch's full and last batch sizes (with a throwaway optimizer and order) and
@@ -260,20 +233,20 @@ def warm_up(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], evaluati
     mode and for a second batch size, afm_kernel's C++ build). Weights, buffers and the random
     number generators are restored afterwards, so a warmed run trains exactly as an unwarmed one.
     """
-    X, y = train
+    train, evaluation = data_source(train), [data_source(data) for data in evaluation]
     device = model_device(model)
     synchronize(device)
     start = time.perf_counter()
     state = copy.deepcopy(model.state_dict())
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    rows = min(len(X), config.batch_size + len(X) % config.batch_size)
+    rows = min(len(train), config.batch_size + len(train) % config.batch_size)
     optimizer = make_optimizer(model, config)
-    float(train_epoch(model, optimizer, *head(X, y, rows), config.batch_size, torch.Generator(), rank=rank,
-                      world_size=world_size, regularizer=regularizer))
-    for X_eval in evaluation:
-        rows = min(len(X_eval), config.eval_batch_size + len(X_eval) % config.eval_batch_size)
-        predict_on_device(local_module(model), head(X_eval, None, rows)[0], config.eval_batch_size)
+    float(train_epoch(model, optimizer, train.head(rows), config.batch_size, torch.Generator(),
+                      context.but(progress=False), regularizer))
+    for data in evaluation:
+        rows = min(len(data), config.eval_batch_size + len(data) % config.eval_batch_size)
+        predict_on_device(local_module(model), data.head(rows), config.eval_batch_size)
     model.load_state_dict(state)
     torch.set_rng_state(cpu_rng)
     if cuda_rng is not None:
@@ -299,19 +272,21 @@ class FitResult:
         return self.train_samples / max(self.train_seconds, 1e-9)
 
 
-def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor],
-        config: TrainConfig, generator: torch.Generator, progress: bool = False,
-        evaluate_fn=evaluate, rank: int = 0, world_size: int = 1, on_epoch=None) -> FitResult:
+def fit(model: nn.Module, train, validation, config: TrainConfig, generator, context=LOCAL) -> FitResult:
     """Adam (or the config's embedding optimizer on the tables) with early stopping on validation AUC;
-    the best epoch's weights are restored at the end.
+    the best epoch's weights are restored at the end. `train` and `validation` are DataSources (or
+    (X, y) tensors); `generator` draws the batches' order.
 
-    `evaluate_fn(model, X, y, batch_size)` is replaceable so that distributed runs can gather
+    `context.evaluate(model, data, batch_size)` replaces `evaluate` where distributed runs gather
     predictions from every rank before deciding. The epochs are timed after a `warm_up`, and the
-    loop waits for the device once per epoch (no per-batch reads of device values). `on_epoch(entry)`,
-    if given, sees each epoch's history entry (epoch, loss, val_auc, ...) as it ends; an exception it
-    raises ends the fit (a tuner's pruning). The config's regularizers are added to the loss
-    (`ctrbench.training.regularizers`).
+    loop waits for the device once per epoch (no per-batch reads of device values).
+    `context.on_epoch(entry)`, if given, sees each epoch's history entry (epoch, loss, val_auc, ...)
+    as it ends; an exception it raises ends the fit (a tuner's pruning). The config's regularizers
+    are added to the loss (`ctrbench.training.regularizers`).
     """
+    train, validation = data_source(train), data_source(validation)
+    evaluate_fn = context.evaluate or evaluate
+    world_size = context.world_size
     device = model_device(model)
     if world_size > 1 and (config.embedding_regularizer or config.net_regularizer):
         raise ValueError("the embedding and net regularizers are single-process only (each rank would see "
@@ -322,26 +297,25 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
     regularizer = regularizer_for(local_module(model), config)
     try:                                  # the regularizer's hooks come off the model however the fit ends
         reset_cuda_peak(device)
-        warmup_seconds = warm_up(model, train, [validation[0]], config, rank, world_size, regularizer)
+        warmup_seconds = warm_up(model, train, [validation], config, context, regularizer)
         # Kept apart from training's peak: first use builds one-off workspaces (Triton's autotuner times
         # every configuration on scratch copies of the outputs, cuBLAS its workspace).
         warmup_peak, peaks = cuda_peak_bytes(device), []
         optimizer = make_optimizer(model, config)
         best_auc, best_epoch, best_state, best_validation = -math.inf, 0, None, {}
         history, train_seconds, train_samples = [], 0.0, 0
-        epochs = tqdm(range(1, config.max_epochs + 1), desc="epochs", disable=not progress, leave=False)
+        epochs = tqdm(range(1, config.max_epochs + 1), desc="epochs", disable=not context.progress, leave=False)
         for epoch in epochs:
             reset_cuda_peak(device)
             synchronize(device)
             start = time.perf_counter()
-            loss = train_epoch(model, optimizer, *train, config.batch_size, generator, progress, rank, world_size,
-                               regularizer)
+            loss = train_epoch(model, optimizer, train, config.batch_size, generator, context, regularizer)
             synchronize(device)
             seconds = time.perf_counter() - start
             loss = float(loss)
             train_seconds += seconds
-            train_samples += len(train[0])
-            validation_scores = evaluate_fn(model, *validation, config.eval_batch_size)
+            train_samples += len(train)
+            validation_scores = evaluate_fn(model, validation, config.eval_batch_size)
             lr = optimizer.param_groups[0]["lr"]
             history.append({"epoch": epoch, "loss": loss, "val_auc": validation_scores["auc"],
                             "val_logloss": validation_scores["logloss"], "lr": lr, "seconds": seconds})
@@ -349,8 +323,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], validation: 
                 peaks.append(cuda_peak_bytes(device))
                 history[-1]["cuda_peak_bytes"] = peaks[-1]
             epochs.set_postfix(loss=f"{loss:.4f}", val_auc=f"{validation_scores['auc']:.4f}")
-            if on_epoch is not None:
-                on_epoch(dict(history[-1]))
+            if context.on_epoch is not None:
+                context.on_epoch(dict(history[-1]))
             if validation_scores["auc"] > best_auc:
                 best_auc, best_epoch, best_validation = validation_scores["auc"], epoch, validation_scores
                 best_state = copy.deepcopy(model.state_dict())

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from ctrbench.datasets import load
 from ctrbench.models import model_entry
-from ctrbench.training.protocol import RunSpec, run_grid, train_and_test
+from ctrbench.training.context import RunContext
+from ctrbench.training.protocol import Grid, RunSpec, run_grid, train_and_test
 from ctrbench.training.train import TrainConfig
 
 from .fields import PRUNE_FROM, PRUNE_FROM_BEFORE  # noqa: F401  (the record's meaning, shared with its readers)
@@ -282,7 +283,7 @@ def make_objective(settings: TuneSettings, dataset, study: optuna.Study, budget:
             if not untuned and trial.should_prune():      # the untuned reference is always trained to the end
                 raise optuna.TrialPruned(f"epoch {entry['epoch']}: validation AUC {entry['val_auc']:.4f}")
 
-        run = train_and_test(spec, dataset, on_epoch=on_epoch)
+        run = train_and_test(spec, dataset, RunContext(on_epoch=on_epoch))
         trial.set_user_attr("best_epoch", run.fit.best_epoch)
         trial.set_user_attr("epochs_run", run.fit.epochs_run)
         return run.fit.best_validation["auc"]
@@ -330,9 +331,9 @@ def rerun_best(study: optuna.Study, settings: TuneSettings, seeds: list[int], re
                         "best_trial": best.number, "best_validation_auc": best.value, "params": best.params,
                         "space": settings.space, "sampler": settings.sampler, "seed": settings.seed,
                         "prune_from_epoch": settings.prune_from}}
-    return run_grid(settings.dataset, [settings.model], [settings.interaction], seeds, results_dir, hparams=hparams,
-                    dataset_options=settings.dataset_options, config=config, device=settings.device,
-                    data_dir=settings.data_dir, progress=progress, log=log, tuned=tuned, record_extra=extra)
+    grid = Grid(settings.dataset, [settings.model], [settings.interaction], seeds, hparams, settings.dataset_options,
+                config, settings.device, settings.data_dir, tuned=tuned, record_extra=extra)
+    return run_grid(grid, results_dir, RunContext(progress=progress), log)
 
 
 def tune(settings: TuneSettings, storage: RDBStorage, trials: int, study_name: str | None = None,
