@@ -121,7 +121,7 @@ def run_entry_points(calls: list[tuple[str, list[str]]]) -> list[dict]:
 
 HELP_CALLS = [("ctrbench", [*command, "--help"]) for command in
               ([], ["run"], ["leaderboard"], ["list"], ["attention"], ["gate"], ["gate-baseline"], ["download"])]
-HELP_CALLS.append(("ctrbench.measure.device_sweep", ["--help"]))
+HELP_CALLS.append(("ctrbench", ["measure", "device_sweep", "--help"]))
 
 
 @pytest.fixture(scope="session")

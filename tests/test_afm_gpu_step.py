@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from ctrbench.commands.measure import afm_gpu_step as afm_gpu_step_command
 from ctrbench.measure import afm_gpu_step
 
 TINY = ["--device", "cpu", "--shapes", "39x8", "--reps", "1", "--warmup", "0", "--check-batch", "6"]
@@ -15,7 +16,7 @@ def no_interpreter(monkeypatch):
 
 def test_tiny_cpu_run_writes_the_checks_and_every_cell(tmp_path):
     out = tmp_path / "step.json"
-    afm_gpu_step.main([*TINY, "--out", str(out), "--impls", "triu_index,afm_triton,fm sum_square"])
+    afm_gpu_step_command.main([*TINY, "--out", str(out), "--impls", "triu_index,afm_triton,fm sum_square"])
     document = json.loads(out.read_text())
     assert document["complete"] and document["stopped"] is None
     assert [(c["impl"], c["num_fields"]) for c in document["checks"]] == [("afm_triton", 39), ("afm_triton_tf32", 39)]
@@ -39,7 +40,7 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(afm_gpu_step, "model_step", failing)
     out = tmp_path / "step.json"
-    afm_gpu_step.main([*TINY, "--out", str(out), "--impls", "afm_fused,triu_index", "--modes", "train"])
+    afm_gpu_step_command.main([*TINY, "--out", str(out), "--impls", "afm_fused,triu_index", "--modes", "train"])
     cells = json.loads(out.read_text())["cells"]
     assert [(c["impl"], c["status"]) for c in cells] == [("triu_index", "ok"), ("afm_fused", "oom")]
     assert "out of memory" in cells[1]["error"]
@@ -47,7 +48,7 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
 
 def test_budget_stops_new_cells_and_says_so(tmp_path):
     out = tmp_path / "step.json"
-    afm_gpu_step.main([*TINY, "--out", str(out), "--impls", "triu_index", "--budget-s", "0"])
+    afm_gpu_step_command.main([*TINY, "--out", str(out), "--impls", "triu_index", "--budget-s", "0"])
     document = json.loads(out.read_text())
     assert not document["complete"] and document["cells"] == []
     assert "time budget" in document["stopped"]
@@ -60,5 +61,5 @@ def test_budget_stops_new_cells_and_says_so(tmp_path):
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
-        afm_gpu_step.main([*TINY, "--out", str(tmp_path / "x.json"), *argv])
+        afm_gpu_step_command.main([*TINY, "--out", str(tmp_path / "x.json"), *argv])
     assert message in capsys.readouterr().err

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrbench.datasets import BadInputError, load, tabular
+from ctrbench.datasets import BadInputError, load, tabular, tabular_lines, tabular_preprocess, tabular_reader
 from ctrbench.datasets.batching import _Rows, batches, block_batches
 from ctrbench.datasets.core import SplitView, id_dtype
 from ctrbench.datasets.synthetic import write_criteo_tsv
@@ -314,8 +314,8 @@ def test_corrupt_line_far_into_the_file_is_named(generated_criteo, kind, header,
     if header:     # the sample's layout: a header line first, so the bad line is one further down
         bad.write_bytes("\t".join(tabular.CRITEO_COLUMNS).encode() + b"\n" + bad.read_bytes())
     scans = []
-    real = tabular._find_first_bad_line
-    monkeypatch.setattr(tabular, "_find_first_bad_line",
+    real = tabular_lines.find_first_bad_line
+    monkeypatch.setattr(tabular_reader, "find_first_bad_line",
                         lambda *args: scans.append(args[4] if len(args) > 4 else 1) or real(*args))
     with pytest.raises(BadInputError) as error:
         load("criteo", file=str(bad), min_count=2, block_size=16 << 10)     # many blocks before the bad one
@@ -334,7 +334,7 @@ def test_skip_drops_and_counts_a_corrupt_line_without_a_second_pass(generated_cr
     def no_copy(*args, **kwargs):
         raise AssertionError("the slow cleaned-copy path ran")
 
-    monkeypatch.setattr(tabular, "_clean_copy", no_copy)
+    monkeypatch.setattr(tabular_preprocess, "clean_copy", no_copy)
     skipped = load("criteo", file=str(bad), min_count=2, on_bad_lines="skip", block_size=16 << 10)
     reference = load("criteo", file=str(without), min_count=2)
     assert skipped.stats["skipped_lines"] == 1 and len(skipped.y) == 2999
@@ -346,10 +346,10 @@ def test_line_scan_starts_where_it_is_told(tmp_path):
     rows = ["1\t2"] * 50 + ["x\t2"] + ["1\t2"] * 10 + ["y\t2"]
     path.write_text("\n".join(rows) + "\n")
     spec = tabular.TableSpec("t", "a", ["b"], [], column_names=["a", "b"], delimiter="\t")
-    assert tabular._find_first_bad_line(path, spec, False, 2)[0] == 51
-    assert tabular._find_first_bad_line(path, spec, False, 2, start_line=51)[0] == 51
-    assert tabular._find_first_bad_line(path, spec, False, 2, start_line=52)[0] == 62
-    assert tabular._find_first_bad_line(path, spec, False, 2, start_line=63) is None
+    assert tabular_lines.find_first_bad_line(path, spec, False, 2)[0] == 51
+    assert tabular_lines.find_first_bad_line(path, spec, False, 2, start_line=51)[0] == 51
+    assert tabular_lines.find_first_bad_line(path, spec, False, 2, start_line=52)[0] == 62
+    assert tabular_lines.find_first_bad_line(path, spec, False, 2, start_line=63) is None
 
 
 def test_split_view_head_and_labels(tmp_path):

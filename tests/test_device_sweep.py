@@ -3,6 +3,10 @@ time budget, --help; and its leaderboard section from a hand-written sweep file.
 import itertools
 import json
 
+import pytest
+
+from ctrbench.commands import main
+from ctrbench.commands.measure import device_sweep as device_sweep_command
 from ctrbench.measure import device_sweep
 from ctrbench.measure.cells import implementations
 from ctrbench.report.leaderboard import render
@@ -19,7 +23,7 @@ def test_cpu_only_kernel_is_left_out_on_other_devices():
 
 def test_sweep_on_cpu_writes_every_cell(tmp_path):
     out = tmp_path / "sweep.json"
-    assert device_sweep.main([*TINY, "--out", str(out)]) == 0
+    assert device_sweep_command.main([*TINY, "--out", str(out)]) == 0
     sweep = json.loads(out.read_text())
     impls = device_sweep.device_implementations(device_sweep.torch.device("cpu"))
     assert impls == implementations("afm", "cpu") and "triu_index" in impls
@@ -51,7 +55,7 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
         return real_step(cell, device)
     monkeypatch.setattr(device_sweep, "layer_step", layer_step)
     out = tmp_path / "sweep.json"
-    assert device_sweep.main([*TINY, "--impls", "triu_index,einsum,loop_gather", "--out", str(out)]) == 0
+    assert device_sweep_command.main([*TINY, "--impls", "triu_index,einsum,loop_gather", "--out", str(out)]) == 0
     sweep = json.loads(out.read_text())
     assert sweep["complete"] and len(sweep["cells"]) == 12
     status = {c["impl"]: {x["status"] for x in sweep["cells"] if x["impl"] == c["impl"]} for c in sweep["cells"]}
@@ -88,15 +92,18 @@ def test_the_budget_stops_new_cells_and_every_cell_is_written_at_once(tmp_path, 
 
 def test_zero_budget_runs_nothing(tmp_path):
     out = tmp_path / "sweep.json"
-    assert device_sweep.main([*TINY, "--budget-s", "0", "--out", str(out)]) == 0
+    assert device_sweep_command.main([*TINY, "--budget-s", "0", "--out", str(out)]) == 0
     sweep = json.loads(out.read_text())
     assert sweep["cells"] == [] and not sweep["complete"] and sweep["stopped"].startswith("stopped at the time budget")
 
 
-def test_help_exits_0(entry_point_helps):
-    # `python -m ctrbench.measure.device_sweep --help`, run as -m runs it in a fresh process (conftest)
-    done = entry_point_helps["ctrbench.measure.device_sweep", "--help"]
-    assert done["code"] == 0 and "--budget-s" in done["stdout"] and "--device" in done["stdout"]
+def test_help_exits_0(capsys):
+    # `ctrbench measure device_sweep --help`, through the command line's own dispatch
+    with pytest.raises(SystemExit) as stop:
+        main(["measure", "device_sweep", "--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "usage: ctrbench measure device_sweep" in out
+    assert "--budget-s" in out and "--device" in out
 
 
 def cell(impl, f, b, mode, status="ok", median=None, mib=None):

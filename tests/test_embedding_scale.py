@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from ctrbench.measure import embedding_scale
+from ctrbench.commands.measure import embedding_scale
 from ctrbench.measure.cells import (
     VOCAB_ROWS,
     ModelCell,

@@ -8,7 +8,7 @@ from test_layout import PACKAGES, _modules
 
 # Lowest first. A module may import its own floor and those below.
 FLOORS = [
-    ["ctrbench", "ctrbench.pairs", "ctrbench.files", "ctrbench.cpu", "ctrbench.values"],
+    ["ctrbench", "ctrbench.pairs", "ctrbench.files", "ctrbench.cpu"],
     ["ctrbench.models", "ctrbench.models.interactions", "ctrbench.datasets"],
     ["ctrbench.store", "ctrbench.probes"],
     ["ctrbench.training", "ctrbench.training.embedding_updates"],

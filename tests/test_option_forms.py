@@ -1,8 +1,8 @@
 """Options as a user types them on the command line: lists with or without brackets and quotes."""
 import pytest
 
+from ctrbench.commands.values import key_value, parse_value
 from ctrbench.datasets import load
-from ctrbench.values import key_value, parse_value
 
 
 @pytest.mark.parametrize("typed, expected", [

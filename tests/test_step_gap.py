@@ -1,9 +1,9 @@
-"""`python -m ctrbench.measure.step_gap`: both throughputs for the same model, shape and batch, and their ratio."""
+"""`ctrbench measure step_gap`: both throughputs for the same model, shape and batch, and their ratio."""
 import json
 
 import pytest
 
-from ctrbench.measure.step_gap import main
+from ctrbench.commands.measure.step_gap import main
 
 
 def test_step_gap_reports_protocol_and_bare_step_and_writes_json(tmp_path, capsys):

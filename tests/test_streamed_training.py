@@ -93,7 +93,7 @@ def test_evaluate_scores_a_view_as_its_tensors(generated_criteo):
 
 
 DATA_SCALE = {
-    "kind": "data_scale", "command": "python -m ctrbench.measure.data_scale --rows 20000000",
+    "kind": "data_scale", "command": "ctrbench measure data_scale --rows 20000000",
     "file": {"bytes": 4_900_000_000, "rows": 20_000_000, "generated": True},
     "preprocess": {"rows": 20_000_000, "rows_per_s": 180_000.0, "rows_per_cpu_s": 170_000.0,
                    "peak_rss_bytes": 2 * 2**30, "cache_bytes": 3_200_000_000},
@@ -120,10 +120,10 @@ def test_leaderboard_renders_data_at_scale_from_its_json(tmp_path):
 
 @pytest.mark.slow                                   # two child processes, each importing torch: ~9 s
 def test_data_scale_trains_through_the_protocols_epoch(tmp_path):
-    from ctrbench.measure import data_scale
+    from ctrbench.commands.measure import data_scale as data_scale_command
 
     out = tmp_path / "data_scale.json"
-    assert data_scale.main(["--rows", "3000", "--no-progress", "--work-dir", str(tmp_path / "work"),
+    assert data_scale_command.main(["--rows", "3000", "--no-progress", "--work-dir", str(tmp_path / "work"),
                             "--out", str(out)]) == 0
     document = json.loads(out.read_text())
     assert document["train"]["path"] == "ctrbench.training.train.train_epoch"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctrbench.commands.values import comma_list, key_value, parse_value, seed_list  # noqa: F401  (the argument types)
 from ctrbench.datasets import list_datasets
-from ctrbench.values import comma_list, key_value, parse_value, seed_list  # noqa: F401  (the argument types)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""`python -m ctrbench.measure.afm_gpu_step --out FILE.json`: issue 15's table in one process on one GPU.
+"""Issue 15's table in one process on one GPU (`ctrbench measure afm_gpu_step --out FILE.json`).
 
 A whole AFM model step (forward, BCE, backward, Adam; E = A = 16, float32, dropout 0.2), train and
 inference, for triu_index (eager), afm_fused, torch.compile of the triu_index model, afm_triton (exact
@@ -13,9 +13,7 @@ cells.model_step's (ModelCell), the same as the benchmark suite's. On an H200: a
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from ctrbench.store.environment import LoadWindow, device_name, environment
 from ctrbench.store.records import write_record
 
 from .cells import SHAPES, ModelCell, model_step, random_ids
-from .device_sweep import check_timing_args, now, pinned_device
+from .device_sweep import now
 
 KIND = "afm_gpu_step"
 KEYS = frozenset({"kind", "environment", "device_name", "started", "finished", "complete", "stopped", "settings",
@@ -135,6 +133,8 @@ def progress_line(cell: dict, elapsed: float) -> str:
 
 def run(device: torch.device, out: Path, shapes, modes, contenders, warmup: int, reps: int, budget_s: float,
         check_batch: int, argv: list[str], clock=time.monotonic, log=print) -> dict:
+    """The checks against triu_index, then every cell of `contenders` (the compiled ones last), `out`
+    rewritten after each; the settings record the command line `argv` that asked for it."""
     started = clock()
     window = LoadWindow()          # the load over the whole measurement, rewritten with the file
     document = {"kind": "afm_gpu_step", "environment": environment(device), "device_name": device_name(device),
@@ -185,47 +185,5 @@ def run(device: torch.device, out: Path, shapes, modes, contenders, warmup: int,
     return document
 
 
-def _shape(text: str) -> tuple[int, int]:
-    try:
-        fields, batch = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected FIELDSxBATCH like 39x16384, got {text!r}") from None
-    if fields not in SHAPE_OF_FIELDS:
-        raise argparse.ArgumentTypeError(f"fields must be one of {sorted(SHAPE_OF_FIELDS)}, got {fields}")
-    return fields, batch
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.afm_gpu_step",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    parser.add_argument("--shapes", type=lambda t: [_shape(s) for s in t.split(",") if s.strip()],
-                        default=list(SHAPES_RUN), help="FIELDSxBATCH,... (default 39x16384,39x65536,100x16384,39x4096)")
-    parser.add_argument("--modes", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
-                        default=list(MODES), help="train, inference (default both)")
-    parser.add_argument("--impls", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
-                        help=f"labels to run (default all: {', '.join(c[0] for c in CONTENDERS)})")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--reps", type=int, default=7, help="timed steps per cell (default 7)")
-    parser.add_argument("--budget-s", type=float, default=200.0, help="start no new cell after this (default 200)")
-    parser.add_argument("--check-batch", type=int, default=4096 + 37, help="batch of the check (default 4133)")
-    args = parser.parse_args(argv)
-    labels = [c[0] for c in CONTENDERS]
-    if bad := [i for i in args.impls or [] if i not in labels]:
-        parser.error(f"unknown contender(s) {bad}; known: {', '.join(labels)}")
-    check_timing_args(parser, args, MODES)
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = pinned_device(args.device)
-    contenders = [c for c in CONTENDERS if args.impls is None or c[0] in args.impls]
-    run(device, args.out, args.shapes, args.modes, contenders, args.warmup, args.reps, args.budget_s,
-        args.check_batch, sys.argv[1:] if argv is None else list(argv), log=lambda *a: print(*a, flush=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":    # the command line moved to the commands package
+    raise SystemExit("run this as: ctrbench measure afm_gpu_step ARGS... (`--help` lists them)")

@@ -1,10 +1,10 @@
 """Data larger than RAM, measured: a generated Criteo-layout file preprocessed, then one FM epoch trained
 from the memory-mapped cache, each in its own process so each has its own peak resident set.
 
-    python -m ctrbench.measure.data_scale                       # 200k rows: a quick check (~1 minute)
-    python -m ctrbench.measure.data_scale --rows 20000000 --out results/data_scale.json
+    ctrbench measure data_scale                       # 200k rows: a quick check (~1 minute)
+    ctrbench measure data_scale --rows 20000000 --out results/data_scale.json
 
-Stages (the parent runs the last two as child processes of this same module):
+Stages (the parent runs the last two as child processes, each calling this module's stage function):
   generate    `ctrbench.datasets.synthetic.write_criteo_rows` (Kaggle's train.txt layout, ~245 bytes a
               row) into --work-dir, reused when already there (same rows, same bytes), or --file.
   preprocess  `load("criteo", file=..., cache_dir=<fresh>)`: rows/s and peak RSS of that process.
@@ -19,7 +19,6 @@ Goals (issue 17): the epoch at <= 3 GB peak RSS, preprocessing >= 150k rows/s.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ctrbench.files import write_atomic, write_text_atomic
@@ -39,8 +39,8 @@ KEYS = frozenset({"kind", "command", "file", "preprocess", "train", "goals", "en
 
 
 def read(path: Path) -> dict | None:
-    """results/data_scale.json as `main` writes it; None where there is none (ValueError where unreadable,
-    or holding a key no code writes)."""
+    """results/data_scale.json, `run`'s record as the command writes it; None where there is none (ValueError
+    where unreadable, or holding a key no code writes)."""
     from ctrbench.store.records import read_document
     if not Path(path).exists():
         return None
@@ -51,6 +51,36 @@ GOAL_PREPROCESS_ROWS_PER_S = 150_000
 DEFAULT_ROWS = 200_000
 # the resident set now, its anonymous and file-backed parts, and its high-water mark
 RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+PATHS = ("file", "work_dir", "cache_dir")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to measure: the file (`file`, or `rows` generated into `work_dir`: a temporary folder when
+    None, removed at the end, as is the cache unless `keep`), how it is read, how the epoch trains.
+    `block_rows` and `window_blocks` None: block_batches' own; `threads` 0: torch's default."""
+    rows: int = DEFAULT_ROWS
+    file: Path | None = None
+    work_dir: Path | None = None
+    keep: bool = False
+    categorical: str = "vocab"
+    on_bad_lines: str = "error"
+    batch_size: int = 4096
+    block_rows: int | None = None
+    window_blocks: int | None = None
+    seed: int = 0
+    threads: int = 0
+    progress: bool = True
+    cache_dir: Path | None = None        # set by `run` for the stages: a fresh cache under the work folder
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), **{name: str(getattr(self, name)) for name in PATHS
+                                              if getattr(self, name) is not None}})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        values = json.loads(text)
+        return cls(**{**values, **{name: Path(values[name]) for name in PATHS if values[name] is not None}})
 
 
 def peak_rss_bytes() -> int:
@@ -68,12 +98,13 @@ def cpu_seconds() -> float:
 # ---------------------------------------------------------------------------------------------
 # Stages, each run in its own process.
 
-def stage_preprocess(args) -> dict:
+def stage_preprocess(settings: Settings) -> dict:
+    """The file preprocessed into `settings.cache_dir` (empty): rows/s and this process's peak RSS."""
     from ctrbench.datasets import load
 
     start, cpu_start = time.perf_counter(), cpu_seconds()
-    dataset = load("criteo", file=str(args.file), categorical=args.categorical, cache_dir=args.cache_dir,
-                   on_bad_lines=args.on_bad_lines)
+    dataset = load("criteo", file=str(settings.file), categorical=settings.categorical, cache_dir=settings.cache_dir,
+                   on_bad_lines=settings.on_bad_lines)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     rows = len(dataset.y)
     folder = Path(dataset.stats["cache_folder"])
@@ -85,7 +116,9 @@ def stage_preprocess(args) -> dict:
             "rss_now": status_bytes(*RSS_FIELDS)}
 
 
-def stage_train(args) -> dict:
+def stage_train(settings: Settings) -> dict:
+    """One FM epoch from the cache the preprocess stage left, then the validation AUC: rows/s and this
+    process's peak RSS."""
     import numpy as np
     import torch
 
@@ -95,23 +128,23 @@ def stage_train(args) -> dict:
     from ctrbench.training.data_source import StreamedData
     from ctrbench.training.train import evaluate, train_epoch
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    torch.set_num_threads(settings.threads or torch.get_num_threads())
     start = time.perf_counter()
-    dataset = load("criteo", file=str(args.file), categorical=args.categorical, cache_dir=args.cache_dir,
-                   on_bad_lines=args.on_bad_lines)
+    dataset = load("criteo", file=str(settings.file), categorical=settings.categorical, cache_dir=settings.cache_dir,
+                   on_bad_lines=settings.on_bad_lines)
     load_seconds = time.perf_counter() - start
     after_load = status_bytes(*RSS_FIELDS)
     train, validation = dataset.view("train"), dataset.view("validation")
-    torch.manual_seed(args.seed)
+    torch.manual_seed(settings.seed)
     model = create_model("fm", dataset.field_dims, interaction="sum_square")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     # The protocol's own epoch (`ctrbench run` streams a memory-mapped set this way): block-shuffled
     # batches of the view, train_step per batch, the mean loss read once at the end.
     start, cpu_start = time.perf_counter(), cpu_seconds()
-    streamed = StreamedData(train, {"block_rows": args.block_rows, "window_blocks": args.window_blocks})
-    loss = float(train_epoch(model, optimizer, streamed, args.batch_size, generator,
-                             RunContext(progress=not args.no_progress)))
+    streamed = StreamedData(train, {"block_rows": settings.block_rows, "window_blocks": settings.window_blocks})
+    loss = float(train_epoch(model, optimizer, streamed, settings.batch_size, generator,
+                             RunContext(progress=settings.progress)))
     train_seconds, train_cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     seen = len(train)                            # train_epoch takes every row of the split once
     after_train = status_bytes(*RSS_FIELDS)
@@ -126,7 +159,8 @@ def stage_train(args) -> dict:
             "x_is_memmap": isinstance(dataset.X, np.memmap), "id_dtype": str(dataset.X.dtype),
             "batch_dtype": str(torch.from_numpy(np.asarray(dataset.X[:1])).dtype), "vocab_size": dataset.vocab_size,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "batch_size": args.batch_size, "block_rows": args.block_rows, "window_blocks": args.window_blocks,
+            "batch_size": settings.batch_size, "block_rows": settings.block_rows,
+            "window_blocks": settings.window_blocks,
             "threads": torch.get_num_threads(), "optimizer": "Adam (dense), lr 1e-3",
             "model": "fm", "interaction": "sum_square",
             "peak_rss_bytes": peak_rss_bytes(), "rss_after_load": after_load, "rss_after_epoch": after_train}
@@ -152,76 +186,49 @@ def generate(path: Path, rows: int, progress: bool) -> float:
     return time.perf_counter() - start
 
 
-def run_stage(name: str, args, result_path: Path) -> dict:
-    command = [sys.executable, "-m", "ctrbench.measure.data_scale", "--stage", name, "--file", str(args.file),
-               "--cache-dir", str(args.cache_dir), "--stage-out", str(result_path),
-               "--categorical", args.categorical, "--on-bad-lines", args.on_bad_lines,
-               "--batch-size", str(args.batch_size), "--block-rows", str(args.block_rows),
-               "--window-blocks", str(args.window_blocks), "--seed", str(args.seed),
-               "--threads", str(args.threads)] + (["--no-progress"] if args.no_progress else [])
-    print(f"[data_scale] {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    subprocess.run(command, check=True)
+# The child's whole program (as multiprocessing's spawn starts its children): a stage function of this
+# module, its settings as JSON. Not a command line: the child is no command, and going through
+# ctrbench.commands would add that package's imports to the peak RSS the child measures.
+CHILD = "import sys; from ctrbench.measure.data_scale import run_child; run_child(*sys.argv[1:])"
+
+
+def run_child(name: str, settings_json: str, result_path: str) -> None:
+    """In a child process: stage `name` with these settings, its result written to `result_path`."""
+    result = STAGES[name](Settings.from_json(settings_json))
+    write_text_atomic(Path(result_path), json.dumps(result))
+
+
+def run_stage(name: str, settings: Settings, result_path: Path) -> dict:
+    """Stage `name` in a fresh Python process, so its peak RSS is its own."""
+    print(f"[data_scale] {name}: {settings.to_json()}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-c", CHILD, name, settings.to_json(), str(result_path)], check=True)
     return json.loads(result_path.read_text())
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ctrbench.measure.data_scale",
-        description="Preprocess a generated Criteo-layout file and train one FM epoch from its memory-mapped "
-                    "cache, in separate processes; record rows/s and peak RSS of each.")
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
-                        help=f"rows of the generated file (default {DEFAULT_ROWS:,}: a quick check; the issue's "
-                             "measurement is 20000000)")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON record here (default: print only)")
-    parser.add_argument("--file", type=Path, default=None,
-                        help="an existing Criteo-layout file to use instead of generating one (--rows is then "
-                             "ignored)")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="where the generated file and the cache go (default: a temporary folder, removed "
-                             "at the end; a 20M-row file is ~4.9 GB and its cache ~3.2 GB)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated file and cache in --work-dir")
-    parser.add_argument("--categorical", choices=("vocab", "hash"), default="vocab",
-                        help="categorical encoding (default vocab, min_count 10: criteo's default)")
-    parser.add_argument("--on-bad-lines", choices=("error", "skip"), default="error")
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--block-rows", type=int, default=None,
-                        help="rows of the file read at once by block_batches (default its BLOCK_ROWS)")
-    parser.add_argument("--window-blocks", type=int, default=None,
-                        help="blocks shuffled together (default block_batches' WINDOW_BLOCKS)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--stage", choices=sorted(STAGES), default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--stage-out", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.block_rows is None or args.window_blocks is None:
+def run(settings: Settings, command: str) -> dict:
+    """Generate (or take) the file, preprocess it and train an epoch from its cache, each stage in its own
+    process; the record, `command` the command line that asked for it."""
+    if settings.block_rows is None or settings.window_blocks is None:
         from ctrbench.datasets.batching import BLOCK_ROWS, WINDOW_BLOCKS
-        args.block_rows = args.block_rows or BLOCK_ROWS
-        args.window_blocks = args.window_blocks or WINDOW_BLOCKS
-
-    if args.stage:                                       # a child: one stage, its result to --stage-out
-        result = STAGES[args.stage](args)
-        write_text_atomic(args.stage_out, json.dumps(result))
-        return 0
-
-    temporary = args.work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="ctrbench-data-scale-")) if temporary else args.work_dir
+        settings = replace(settings, block_rows=settings.block_rows or BLOCK_ROWS,
+                           window_blocks=settings.window_blocks or WINDOW_BLOCKS)
+    temporary = settings.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="ctrbench-data-scale-")) if temporary else settings.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    generated = args.file is None
+    generated = settings.file is None
     try:
         generate_seconds = 0.0
         if generated:
-            args.file = work / f"criteo_{args.rows}.txt"
-            generate_seconds = generate(args.file, args.rows, not args.no_progress)
-        args.cache_dir = work / "cache"
-        shutil.rmtree(args.cache_dir, ignore_errors=True)       # preprocessing starts from an empty cache
-        preprocess = run_stage("preprocess", args, work / "preprocess.json")
-        train = run_stage("train", args, work / "train.json")
-        record = {
+            settings = replace(settings, file=work / f"criteo_{settings.rows}.txt")
+            generate_seconds = generate(settings.file, settings.rows, settings.progress)
+        settings = replace(settings, cache_dir=work / "cache")
+        shutil.rmtree(settings.cache_dir, ignore_errors=True)       # preprocessing starts from an empty cache
+        preprocess = run_stage("preprocess", settings, work / "preprocess.json")
+        train = run_stage("train", settings, work / "train.json")
+        return {
             "kind": "data_scale",
-            "command": "python -m ctrbench.measure.data_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "file": {"path": str(args.file), "generated": generated, "bytes": args.file.stat().st_size,
+            "command": command,
+            "file": {"path": str(settings.file), "generated": generated, "bytes": settings.file.stat().st_size,
                      "rows": preprocess["rows"], "generate_seconds": generate_seconds,
                      "layout": "Criteo Kaggle train.txt (ctrbench.datasets.synthetic.write_criteo_rows, seed 0)"},
             "preprocess": preprocess,
@@ -237,20 +244,11 @@ def main(argv=None) -> int:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     finally:
-        if temporary or not args.keep:
+        if temporary or not settings.keep:
             shutil.rmtree(work / "cache", ignore_errors=True)
             if generated and temporary:
                 shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(record, indent=2)
-    if args.out:
-        write_text_atomic(args.out, text + "\n")
-    print(text)
-    print(f"preprocess {preprocess['rows_per_s']:,.0f} rows/s, "
-          f"peak RSS {preprocess['peak_rss_bytes'] / 2**30:.2f} GiB; "
-          f"FM epoch {train['rows_per_s']:,.0f} rows/s, peak RSS {train['peak_rss_bytes'] / 2**30:.2f} GiB, "
-          f"validation AUC {train['validation_auc']:.4f}", file=sys.stderr)
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":    # the command line moved to the commands package
+    raise SystemExit("run this as: ctrbench measure data_scale ARGS... (`--help` lists them)")

@@ -1,6 +1,6 @@
-"""`python -m ctrbench.measure.device_sweep`: AFM's pair products + attention pooling (the `afm` layer cell of
-`ctrbench.measure.cells`) for every implementation AFM accepts, timed and memory-measured on one device, for
-issue 7. Writes results/gpu/afm_<device>.json, which `ctrbench leaderboard` turns into tables.
+"""AFM's pair products + attention pooling (the `afm` layer cell of `ctrbench.measure.cells`) for every
+implementation AFM accepts, timed and memory-measured on one device, for issue 7 (`ctrbench measure
+device_sweep`). Writes results/gpu/afm_<device>.json, which `ctrbench leaderboard` turns into tables.
 
 Made to run once, unattended, under a hard time limit: a cell that fails (out of memory, any error)
 is recorded and the sweep goes on; the file is rewritten atomically after every cell, so a run killed
@@ -8,11 +8,9 @@ at the limit keeps all it measured; past --budget-s no new cell starts, and the 
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import gc
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -133,76 +131,28 @@ def sweep(cells: list[LayerCell], device: torch.device, out: Path, settings: dic
     return document
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def names(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m ctrbench.measure.device_sweep",
-        description="Time AFM's pair products + attention pooling (E=16, A=16, float32) for every implementation "
-                    "AFM accepts over fields x batches x modes on one device; record median/min seconds, "
-                    "samples/s and CUDA peak extra memory per cell, OOM and errors included. The JSON is "
-                    "rewritten after every cell; `ctrbench leaderboard` renders it.")
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    parser.add_argument("--fields", type=int_list, default=list(FIELDS), help="default 39,100")
-    parser.add_argument("--batches", type=int_list, default=list(BATCHES), help="default 1024,4096,16384,65536")
-    parser.add_argument("--modes", type=names, default=list(MODES), help="train (forward+backward), forward")
-    parser.add_argument("--impls", type=names, help="implementations (default: every one AFM accepts, "
-                                                    "but those whose own code does not run on the device)")
-    parser.add_argument("--reps", type=int, default=5, help="timed steps per cell (default 5)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--budget-s", type=float, default=240.0,
-                        help="start no new cell after this many seconds (default 240)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"),
-                        help="the file goes to RESULTS/gpu/afm_<device-name>.json (default results)")
-    parser.add_argument("--out", type=Path, help="write here instead")
-    args = parser.parse_args(argv)
-    if bad := [i for i in args.impls or [] if i not in implementations("afm")]:
-        parser.error(f"not an AFM implementation: {bad}; known: {', '.join(implementations('afm'))}")
-    check_timing_args(parser, args, MODES)
-    return args
-
-
-def check_timing_args(parser: argparse.ArgumentParser, args: argparse.Namespace, modes) -> None:
-    """What this sweep and afm_gpu_step both refuse: no timed step, a negative warm-up, a mode not in
-    `modes`, a CUDA device torch cannot see."""
-    if args.reps < 1 or args.warmup < 0:
-        parser.error("--reps must be >= 1 and --warmup >= 0")
-    if bad := [m for m in args.modes if m not in modes]:
-        parser.error(f"unknown mode(s) {bad}; known: {', '.join(modes)}")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no CUDA device (torch.cuda.is_available() is False)")
-
-
 def pinned_device(text: str) -> torch.device:
     """`text` as a device, a bare "cuda" as the current GPU: the record then names which one ran."""
     return resolve_device(text, pin=True)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = pinned_device(args.device)
-    impls = args.impls or device_implementations(device)
+def default_out(results_dir: Path, device: torch.device) -> Path:
+    """RESULTS/gpu/afm_<device-name>.json, the name a slug of the device's own name."""
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-    out = args.out or args.results_dir / "gpu" / f"afm_{slug}.json"
-    settings = {"fields": args.fields, "batches": args.batches, "modes": args.modes, "impls": impls,
-                "reps": args.reps, "warmup": args.warmup, "budget_s": args.budget_s, "embed_dim": EMBED_DIM,
+    return results_dir / "gpu" / f"afm_{slug}.json"
+
+
+def run(device: torch.device, out: Path, fields, batches, modes, impls=None, reps: int = 5, warmup: int = 2,
+        budget_s: float = 240.0, argv=(), log=print) -> dict:
+    """The sweep over fields × batches × modes × `impls` (default: those that run their own code on
+    `device`), its settings recorded with the command line `argv` that asked for it."""
+    impls = impls or device_implementations(device)
+    settings = {"fields": fields, "batches": batches, "modes": modes, "impls": impls,
+                "reps": reps, "warmup": warmup, "budget_s": budget_s, "embed_dim": EMBED_DIM,
                 "attn_dim": ATTN_DIM, "dtype": "float32", "memory_factor": MEMORY_FACTOR,
-                "float32_matmul_precision": torch.get_float32_matmul_precision(),
-                "argv": sys.argv[1:] if argv is None else list(argv)}
-    print_flushed = lambda *a: print(*a, flush=True)  # noqa: E731  (the log is read live on a remote machine)
-    sweep(plan(args.fields, args.batches, args.modes, impls), device, out, settings, args.budget_s,
-          log=print_flushed)
-    return 0
+                "float32_matmul_precision": torch.get_float32_matmul_precision(), "argv": list(argv)}
+    return sweep(plan(fields, batches, modes, impls), device, out, settings, budget_s, log=log)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":    # the command line moved to the commands package
+    raise SystemExit("run this as: ctrbench measure device_sweep ARGS... (`--help` lists them)")

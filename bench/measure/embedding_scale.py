@@ -1,5 +1,5 @@
-"""`python -m ctrbench.measure.embedding_scale`: a whole-model train step against the size of the embedding
-tables, for every embedding-update strategy, measured side by side in one process.
+"""A whole-model train step against the size of the embedding tables, for every embedding-update strategy,
+measured side by side in one process.
 
 The cells are the suite's vocabulary cells (`ctrbench.measure.cells.vocab_cells`: Criteo's 39-field layout
 at 40k, 1M and 10M rows, one fixed batch of uniformly drawn ids, `model_step`), so this is the full
@@ -10,34 +10,30 @@ min step time, samples/s, the bytes of optimizer state (deterministic), paramete
 peak-RSS rise of one step. Writes results/embedding_scale/embedding_scale_<device>.json, rewritten after
 each model; `ctrbench leaderboard` renders it beside the suite's vocabulary cells.
 
-    python -m ctrbench.measure.embedding_scale --models fm,afm --threads 1
+    ctrbench measure embedding_scale --models fm,afm --threads 1
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
 from ctrbench.files import write_text_atomic
-from ctrbench.models import list_models, model_entry
-from ctrbench.probes.device import resolve_device
+from ctrbench.models import model_entry
 from ctrbench.probes.memory import cuda_step_peak_bytes, peak_rss_rise_bytes, timed_rounds
 from ctrbench.store.environment import LoadWindow, environment
-from ctrbench.training.embedding_updates import list_embedding_updates, optimizer_state_bytes
-from ctrbench.values import comma_list
+from ctrbench.training.embedding_updates import optimizer_state_bytes
 
-from .cells import VOCAB_ROWS, ModelCell, model_step, model_too_large
+from .cells import ModelCell, model_step, model_too_large
 
 KIND = "embedding_scale"
 KEYS = frozenset({"kind", "environment", "settings", "cells", "summary"})
 
 
 def read(path: Path) -> dict:
-    """An embedding_scale file as `main` writes it (ValueError otherwise)."""
+    """An embedding_scale file as `run` writes it (ValueError otherwise)."""
     from ctrbench.store.records import read_document
     return read_document(path, KIND, KEYS, lists=("cells",))
 
@@ -115,60 +111,38 @@ def scale_summary(cells: list[dict]) -> list[dict]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.embedding_scale",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=comma_list, default=["fm", "afm"],
-                        help=f"from {', '.join(list_models())} (default fm,afm), each at its default implementation")
-    parser.add_argument("--rows", type=lambda s: [int(float(v)) for v in comma_list(s)], default=list(VOCAB_ROWS),
-                        help="embedding rows (default 40000,1000000,10000000)")
-    parser.add_argument("--interactions", type=comma_list, default=list(FAST_INTERACTIONS),
-                        help="MODEL:IMPLEMENTATION overrides of the default implementation (default "
-                             f"{','.join(FAST_INTERACTIONS)}: AFM's default, triu_index, takes ~6 s a step at F=39, "
-                             "B=4096 on 2 cores, all of it in the pooling; an empty string: the defaults)")
-    parser.add_argument("--strategies", type=comma_list, default=list_embedding_updates(),
-                        help=f"from {', '.join(list_embedding_updates())} (default all)")
-    parser.add_argument("--batch", type=int, default=None, help="default 4096 on the CPU, 65536 on a GPU")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per cell (median; default 7)")
-    parser.add_argument("--calls", type=int, default=3, help="steps per round (default 3)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per cell before timing (default 2)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"the JSON (default {RESULTS}/embedding_scale_<device>.json)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    for strategy in args.strategies:
-        if strategy not in list_embedding_updates():
-            parser.error(f"unknown strategy {strategy!r}; known: {', '.join(list_embedding_updates())}")
-    batch = args.batch or (4096 if device.type == "cpu" else 65536)
-    overrides = dict(item.split(":", 1) for item in args.interactions if item)
-    out = args.out or RESULTS / f"embedding_scale_{device.type}.json"
+def default_batch(device: torch.device) -> int:
+    """The batch where none is asked for: 4096 on the CPU, 65536 on a GPU."""
+    return 4096 if device.type == "cpu" else 65536
+
+
+def default_out(device: torch.device) -> Path:
+    """results/embedding_scale/embedding_scale_<device type>.json."""
+    return RESULTS / f"embedding_scale_{device.type}.json"
+
+
+def run(models: list[str], rows_list: list[int], strategies: list[str], batch: int, device: torch.device,
+        rounds: int, calls: int, warmup: int, interactions: dict[str, str], out: Path, command: str,
+        log=print) -> dict:
+    """Every model's cells (`interactions`: MODEL -> implementation where not its default), `out` rewritten
+    after each model with the summary so far; `command` is the command line recorded in the settings."""
     window = LoadWindow()
     document = {"kind": "embedding_scale", "environment": environment(device),
-                "settings": {"models": args.models, "interactions": overrides, "rows": args.rows,
-                             "strategies": args.strategies, "batch": batch,
-                             "threads": torch.get_num_threads(), "rounds": args.rounds, "calls": args.calls,
-                             "warmup": args.warmup, "layout": "criteo (13 x 64 + 26 categorical fields)",
+                "settings": {"models": models, "interactions": interactions, "rows": rows_list,
+                             "strategies": strategies, "batch": batch,
+                             "threads": torch.get_num_threads(), "rounds": rounds, "calls": calls,
+                             "warmup": warmup, "layout": "criteo (13 x 64 + 26 categorical fields)",
                              "ids": "uniform over each field, one fixed batch", "lr": 1e-3,
-                             "command": " ".join(["python -m ctrbench.measure.embedding_scale",
-                                                  *(argv or sys.argv[1:])])},
+                             "command": command},
                 "cells": []}
-    for model in args.models:
-        document["cells"] += measure_model(model, args.rows, args.strategies, batch, device, args.rounds, args.calls,
-                                           args.warmup, overrides.get(model))
+    for model in models:
+        document["cells"] += measure_model(model, rows_list, strategies, batch, device, rounds, calls, warmup,
+                                           interactions.get(model), log=log)
         document["summary"] = scale_summary(document["cells"])
         document["environment"]["load_avg"] = window.finish()
         write_text_atomic(out, json.dumps(document, indent=1, default=str) + "\n")
-    for entry in document["summary"]:
-        ratios = ", ".join(f"{k} {v:.2f}" for k, v in entry["step_ratio_largest_over_smallest"].items())
-        print(f"{entry['model']}: step at {entry['largest_rows']:,} rows / at {entry['smallest_rows']:,}: {ratios}; "
-              f"best at the largest: {entry['best_at_largest']} ({entry['best_ratio']:.2f})")
-    print(f"embedding_scale: {out}")
-    return 0
+    return document
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":    # the command line moved to the commands package
+    raise SystemExit("run this as: ctrbench measure embedding_scale ARGS... (`--help` lists them)")

@@ -1,5 +1,5 @@
-"""`python -m ctrbench.measure.step_gap`: the protocol's recorded train throughput against the suite's bare
-whole-model train step, same model, shape, batch and device, measured in one process.
+"""The protocol's recorded train throughput against the suite's bare whole-model train step, same model,
+shape, batch and device, measured in one process.
 
 The bare step (`ctrbench.measure.cells.model_step`: forward, BCE, backward, Adam on one fixed batch) is what
 the hardware can do; the protocol (`ctrbench.training.protocol.train_and_test` on the purchase log) adds what
@@ -7,14 +7,12 @@ training really needs: a shuffled order, a gather per batch, a last batch of ano
 kept for the record. The ratio bare / protocol says what the loop costs: near 1 the loop is free, and
 the issue's bar on a GPU is 2 at a batch that suits the GPU.
 
-    python -m ctrbench.measure.step_gap --device cuda --models fm,afm --batches 4096,65536 --out step_gap.json
+    ctrbench measure step_gap --device cuda --models fm,afm --batches 4096,65536 --out step_gap.json
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
@@ -22,13 +20,11 @@ import torch
 from ctrbench.datasets import load
 from ctrbench.files import write_text_atomic
 from ctrbench.models import model_entry
-from ctrbench.probes.device import resolve_device
 from ctrbench.probes.memory import timed_rounds
 from ctrbench.store.environment import LoadWindow, environment
 from ctrbench.training.context import RunContext
 from ctrbench.training.protocol import RunSpec, train_and_test
 from ctrbench.training.train import TrainConfig
-from ctrbench.values import comma_list
 
 from .cells import ModelCell, model_step
 
@@ -91,33 +87,5 @@ def measure(models: list[str], batches: list[int], device: torch.device, rows: i
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctrbench.measure.step_gap", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda", help="cpu, cuda, cuda:N or auto (default cuda)")
-    parser.add_argument("--models", type=comma_list, default=["fm", "afm"], help="default fm,afm")
-    parser.add_argument("--interactions", type=comma_list, default=None,
-                        help="one implementation per model (default: each model's default)")
-    parser.add_argument("--batches", type=comma_list, default=["65536"], help="comma-separated (default 65536)")
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the purchase log (80%% train)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="torch.compile both (the optimizer stays eager)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: print only)")
-    args = parser.parse_args(argv)
-    if args.interactions and len(args.interactions) != len(args.models):
-        parser.error("--interactions needs one name per model")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        measure(args.models, [int(b) for b in args.batches], resolve_device(args.device), args.rows, args.epochs,
-                args.compile, args.interactions, args.out)
-    except ValueError as error:
-        print(f"step_gap: error: {error}", file=sys.stderr)
-        return 2
-    if args.out:
-        print(f"step_gap: {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":    # the command line moved to the commands package
+    raise SystemExit("run this as: ctrbench measure step_gap ARGS... (`--help` lists them)")

@@ -109,14 +109,14 @@ GPU_SECTION_TEXT = {
     "device_sweep": (
         "AFM pooling on GPU",
         "AFM's pair products, attention net and weighted sum (train: forward + backward of that layer alone, on "
-        "random embeddings), every implementation, one device per part, measured by `python -m "
-        "ctrbench.measure.device_sweep`. OOM: ran out of device memory; —: not tried (an unfused implementation whose "
+        "random embeddings), every implementation, one device per part, measured by `ctrbench measure "
+        "device_sweep`. OOM: ran out of device memory; —: not tried (an unfused implementation whose "
         "largest tensor × 6 > device memory); not run: the sweep stopped first."),
     "afm_gpu_step": (
         "Whole AFM train step on GPU (afm_gpu_step)",
         "A whole model step (train: forward, BCE, backward, Adam; inference: forward alone) of AFM per "
         "implementation and of FM (`sum_square`) on the same fields and batch, one process per device, measured "
-        "by `python -m ctrbench.measure.afm_gpu_step`. × triu_index and × compile(triu_index): samples/s over the "
+        "by `ctrbench measure afm_gpu_step`. × triu_index and × compile(triu_index): samples/s over the "
         "eager "
         "and the `torch.compile`d triu_index AFM's, same shape and mode. Peak extra: "
         "`torch.cuda.max_memory_allocated()` over one step minus `memory_allocated()` just before it. A cell that "
@@ -273,8 +273,8 @@ def step_gap_section(results_dir: Path, problems: list[str]) -> list[str]:
     return ["## Protocol vs bare train step", "",
             "The protocol's recorded train throughput (`ctrbench.training.protocol.train_and_test`: shuffled batches "
             "gathered from the purchase log, the last one smaller, the loss kept) against the bare whole-model "
-            "train step on one fixed batch, same model, batch and device, one process (`python -m "
-            "ctrbench.measure.step_gap`). bare/protocol near 1: the training loop costs nothing beyond the step. "
+            "train step on one fixed batch, same model, batch and device, one process (`ctrbench measure "
+            "step_gap`). bare/protocol near 1: the training loop costs nothing beyond the step. "
             f"Source: {'; '.join(sources)}.", "",
             table(rows, ["model", "batch", "device", "protocol samples/s", "bare samples/s", "bare/protocol"]), ""]
 

@@ -1,5 +1,5 @@
-"""Scale: the vocabulary axis measured alone (`ctrbench.measure.embedding_scale`) and data larger than
-memory (`ctrbench.measure.data_scale`), each read by the reader beside its writer."""
+"""Scale: the vocabulary axis measured alone (`ctrbench measure embedding_scale`) and data larger than
+memory (`ctrbench measure data_scale`), each file read by the reader beside its writer in ctrbench.measure."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from .speed import VOCAB_NOTE, vocab_tables
 
 
 def embedding_scale_section(results_dir: Path, problems: list[str]) -> list[str]:
-    """The stand-alone vocabulary measurement (`python -m ctrbench.measure.embedding_scale`), one part per
+    """The stand-alone vocabulary measurement (`ctrbench measure embedding_scale`), one part per
     results/embedding_scale/*.json; nothing when there is none."""
     lines = []
     for source in sorted((Path(results_dir) / "embedding_scale").glob("*.json")):
@@ -31,7 +31,7 @@ def embedding_scale_section(results_dir: Path, problems: list[str]) -> list[str]
             problems.append(f"{source}: unreadable embedding_scale file ({error!r})")
             continue
         lines += [f"### Measured alone: `{source.relative_to(results_dir).as_posix()}`", "",
-                  f"`{settings.get('command', 'python -m ctrbench.measure.embedding_scale')}` on "
+                  f"`{settings.get('command', 'ctrbench measure embedding_scale')}` on "
                   f"{env.get('device_name') or env.get('device', '?')}, {settings.get('threads', '?')} thread(s), "
                   f"median of {settings.get('rounds', '?')} rounds of {settings.get('calls', '?')} steps per cell, "
                   f"every cell of a model timed interleaved in one process, {code_label(env)}.", ""]
@@ -79,7 +79,7 @@ def data_scale_section(document: dict | None) -> list[str]:
                      met(goals.get("train_peak_rss_met")),
                      f"{train['loadavg_1m']:.1f}" if train.get("loadavg_1m") is not None else "–"])
     lines = ["## Data at scale: a Criteo-layout file larger than the training's memory", "",
-             f"`{document.get('command', 'python -m ctrbench.measure.data_scale')}`, {document.get('when', '?')}: "
+             f"`{document.get('command', 'ctrbench measure data_scale')}`, {document.get('when', '?')}: "
              f"{file.get('rows', 0):,} rows, {file.get('bytes', 0) / GiB:.2f} GiB of text"
              + (" (generated)" if file.get("generated") else "")
              + f", on {env.get('cpus', '?')} CPU(s) with {env.get('memory_bytes', 0) / GiB:.1f} GiB of memory. "

@@ -14,8 +14,11 @@
 // Pairs are p = (i, j), i < j, row-major (torch.triu_indices(F, F, 1)), as in the reference. The pairs of
 // one i (j = i + 1 .. F - 1) are "the group of i"; k = j - i - 1 numbers them within it.
 // Tensors: V (B, F, E), W (A, E), b (A), h (A), mask (B, P) or empty (no dropout), g (B, E).
+// ATen and torch's pybind casters only: <torch/extension.h> (all of libtorch's C++ API) takes about as
+// long to compile as the kernel itself.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <cmath>

@@ -1,11 +1,12 @@
-"""`ctrbench measure NAME [ARGS...]`: the stand-alone measurement scripts of ctrbench.measure, by name
-(the same as `python -m ctrbench.measure.NAME ARGS...`; `ctrbench measure NAME --help` shows each one's flags)."""
+"""`ctrbench measure NAME [ARGS...]` (or `python -m ctrbench measure NAME ARGS...`): the stand-alone
+measurements of ctrbench.measure, by name. Each has a module here with its flags (`parse_args`) and its
+`main(argv)`; `ctrbench measure NAME --help` shows them."""
 from __future__ import annotations
 
 import argparse
 import importlib
 
-# What each script measures, for `ctrbench measure --help`; the script owns its flags.
+# What each measurement measures, for `ctrbench measure --help`; its module here owns its flags.
 MEASUREMENTS = {
     "afm_gpu_step": "AFM's whole train step on a GPU, every implementation, against torch.compile",
     "device_sweep": "AFM's pooling layer over fields × batches × modes on one device",
@@ -17,15 +18,16 @@ MEASUREMENTS = {
 
 def add_measure_parser(commands) -> None:
     parser = commands.add_parser(
-        "measure", help="run one of the stand-alone measurement scripts (results/gpu, results/embedding_scale, ...)",
-        description="Run a measurement script by name; its own flags follow the name. "
+        "measure", help="run one of the stand-alone measurements (results/gpu, results/embedding_scale, ...)",
+        description="Run a measurement by name; its own flags follow the name. "
                     + "; ".join(f"{name}: {what}" for name, what in MEASUREMENTS.items()) + ".")
     parser.add_argument("name", choices=sorted(MEASUREMENTS), help="which measurement")
     parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS",
-                        help="the script's flags (`ctrbench measure NAME --help` lists them)")
+                        help="the measurement's flags (`ctrbench measure NAME --help` lists them)")
     parser.set_defaults(handler=command_measure)
 
 
 def command_measure(args) -> int:
-    script = importlib.import_module(f"ctrbench.measure.{args.name}")
-    return script.main(args.script_args) or 0
+    # Imported by name only now: `ctrbench --help` and the other commands never load the measurements.
+    command = importlib.import_module(f"{__name__}.{args.name}")
+    return command.main(args.script_args) or 0

@@ -1,5 +1,5 @@
 """Values as a user types them on a command line or in a settings file: comma lists, seed counts, JSON
-or bare bracket lists, name=value pairs. The base floor: the commands and the measurement scripts read them."""
+or bare bracket lists, name=value pairs: the argument types of every command."""
 from __future__ import annotations
 
 import argparse
