@@ -19,7 +19,8 @@ import pytest
 # folder is pinned in $CTRBENCH_BUILD_DIR for the session, so every subprocess (the gate's, the suite's,
 # torchrun's ranks) and a test that moves $XDG_CACHE_HOME all load that one build.
 
-KERNEL_LAST = ("test_afm_kernel_isa.py", "test_afm_kernel_threads.py")   # need a build from their first test
+# modules that need a build from their first test (besides every test whose id names afm_kernel)
+KERNEL_LAST = ("test_afm_kernel_isa.py", "test_afm_kernel_threads.py", "test_auto_interaction.py")
 ISA_BUILDS = {"test_afm_kernel_isa.py": ("avx2", "avx512")}     # builds for a chosen ISA these modules load
 _prebuild: subprocess.Popen | None = None
 PREBUILD = """
@@ -65,13 +66,34 @@ def torch_cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability().lower()
 
 
+XDIST_WORKER = None      # this process's pytest-xdist worker id ("gw0", ...); None without -n
+
+
+def pytest_configure(config):
+    global XDIST_WORKER
+    XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+    # The pytest, gate and suite runs that tests start are runs of their own, not xdist workers (with the
+    # worker's variables pytest-benchmark would switch itself off in them).
+    for name in [name for name in os.environ if name.startswith("PYTEST_XDIST_")]:
+        del os.environ[name]
+    if XDIST_WORKER:
+        # Workers share the cores: one torch thread each (and in the processes they start), since two
+        # OpenMP pools spinning over the same two cores slow each other 5-10x.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     global _prebuild
     from ctrbench.models.interactions import afm_kernel
     os.environ.setdefault(afm_kernel.BUILD_DIR_ENV, str(afm_kernel.build_dir()))
-    last = [item for item in items if item.path.name in KERNEL_LAST]
-    if last:
-        items[:] = [item for item in items if item.path.name not in KERNEL_LAST] + last
+    # whole modules move (their module-scoped fixtures are made once), in their own order
+    kernel_modules = {item.path for item in items if _needs_kernel(item)}
+    items[:] = ([item for item in items if item.path not in kernel_modules]
+                + [item for item in items if item.path in kernel_modules])
+    if XDIST_WORKER not in (None, "gw0"):
+        return                                      # under pytest-xdist one worker starts the build for all
     needing = [item for item in items if _needs_kernel(item)]
     if not needing or len(needing) == len(items) or _prebuild is not None:
         return
