@@ -13,9 +13,9 @@ import pytest
 # afm_kernel's C++ build takes 20-60 s on 2 cores (once per source and CPU; then cached on disk). The first
 # test that needs it would wait for all of it; instead the session starts the build in a child process
 # as soon as the tests are collected (only when a cached build is missing and the selection uses it:
-# the native build, and the AVX2 one test_afm_kernel_isa.py loads), and the modules that need a build
-# from their first test run last. A test that needs the kernel sooner
-# waits on torch's own build lock and then loads the child's build; nothing builds twice. The build
+# the native build, and the AVX2 one test_afm_kernel_isa.py loads; under pytest-xdist, worker gw0 alone
+# starts it), and every module with a test that needs a build runs last. A test that needs the kernel
+# sooner waits on torch's own build lock and then loads the child's build; nothing builds twice. The build
 # folder is pinned in $CTRBENCH_BUILD_DIR for the session, so every subprocess (the gate's, the suite's,
 # torchrun's ranks) and a test that moves $XDG_CACHE_HOME all load that one build.
 
