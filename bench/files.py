@@ -46,6 +46,15 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_atomic(path, lambda out: out.write(text.encode("utf-8")))
 
 
+def subplots(*args, **kwargs):
+    """matplotlib's `plt.subplots` on the file-only Agg backend. matplotlib is imported here, on the first
+    figure, so that a command which draws nothing does not pay its start-up (~0.6 s)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt.subplots(*args, **kwargs)
+
+
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Write a matplotlib figure as PNG all at once, then close it (also when writing fails)."""
     try:

@@ -10,7 +10,6 @@ Per field, local ids are laid out as:
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -47,6 +46,7 @@ def numeric_codebook() -> FieldCodebook:
 
 def _hash_values(uniques: pa.Array) -> np.ndarray:
     """64-bit hashes (uint64) of distinct string values; never MISSING_HASH."""
+    import pandas as pd  # its hash only; imported here, since pandas takes ~0.5 s that --help should not pay
     unique_hashes = pd.util.hash_array(uniques.to_numpy(zero_copy_only=False), hash_key=HASH_KEY,
                                        categorize=False)
     unique_hashes[unique_hashes == MISSING_HASH] = 1          # keep 0 free for "missing"

@@ -1,5 +1,7 @@
 """The command line on tiny purchase data: runs, resumes, lists, and fails clearly."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -49,6 +51,18 @@ def test_help_of_every_command(entry_point_helps):
     for command in ([], ["run"], ["leaderboard"], ["list"], ["attention"], ["gate"], ["gate-baseline"], ["download"]):
         done = entry_point_helps[("ctrbench", *command, "--help")]
         assert done["code"] == 0 and "usage: ctrbench" in done["stdout"], done
+
+
+# what a command that needs them imports, and `ctrbench --help` (or a gate's timing run) never does:
+# together ~6 s of start-up before a word of help (torch's own ~2 s is the floor)
+HEAVY_IMPORTS = ("optuna", "sqlalchemy", "matplotlib", "sklearn", "scipy", "pandas", "torch._dynamo")
+
+
+def test_starting_the_command_line_or_a_timing_run_loads_no_heavy_library():
+    code = ("import sys, ctrbench.commands, ctrbench.suite.test_speed; "
+            f"print(sorted(m for m in {HEAVY_IMPORTS!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import stats as scipy_stats
 
 from ctrbench.datasets import list_datasets, load
 from ctrbench.models import check_hparams, hparams_for, list_models, model_entry
@@ -363,6 +362,7 @@ def _comparison(key: str, label: str, model: str, strength: np.ndarray, mean_wei
     if np.ptp(strength) == 0 or np.ptp(mean_weights) == 0:
         rho, p_value = float("nan"), float("nan")
     else:
+        from scipy import stats as scipy_stats  # ~1 s to import, which `ctrbench --help` should not pay
         result = scipy_stats.spearmanr(mean_weights, strength)
         rho, p_value = float(result.statistic), float(result.pvalue)
     comparison = Comparison(key, label, model, strength, normalised(strength), ranks(strength), rho, p_value, auc)

@@ -8,14 +8,10 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-from ctrbench.files import save_figure, write_text_atomic
+from ctrbench.files import save_figure, subplots, write_text_atomic
 from ctrbench.report.markdown import table as _table
-
-matplotlib.use("Agg")              # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def table(rows, headers) -> str:
@@ -54,7 +50,7 @@ def plot_heatmap(analysis, path: Path, model_label: str) -> Path:
     """Samples × pairs heat map of the attention weights; x: pair number and fields, y: test row."""
     weights = analysis.sample_weights
     samples, pairs = weights.shape
-    fig, ax = plt.subplots(figsize=(max(10, 0.26 * min(pairs, MAX_TICKS) + 3), max(4, 0.22 * samples + 3.2)))
+    fig, ax = subplots(figsize=(max(10, 0.26 * min(pairs, MAX_TICKS) + 3), max(4, 0.22 * samples + 3.2)))
     image = ax.imshow(weights, aspect="auto", cmap="viridis", interpolation="nearest")
     positions, labels = _pair_ticks(analysis, _planted(analysis))
     ax.set_xticks(positions, labels, rotation=90, fontsize=7)
@@ -72,7 +68,7 @@ def plot_heatmap(analysis, path: Path, model_label: str) -> Path:
 
 def plot_means(analyses, path: Path, model_label: str) -> Path:
     """Mean attention per pair (bars; planted pairs highlighted) with the comparisons' normalised shares."""
-    fig, axes = plt.subplots(len(analyses), 1, figsize=(max(10, 0.26 * min(len(analyses[0].pair_names), MAX_TICKS) + 3),
+    fig, axes = subplots(len(analyses), 1, figsize=(max(10, 0.26 * min(len(analyses[0].pair_names), MAX_TICKS) + 3),
                                                        4.8 * len(analyses)), squeeze=False)
     for ax, analysis in zip(axes[:, 0], analyses):
         pairs = np.arange(len(analysis.mean_weights))

@@ -1,7 +1,6 @@
 """`ctrbench tune`: the command line of ctrbench.tuning."""
 from __future__ import annotations
 
-import optuna
 import torch
 
 from ctrbench.commands.arguments import (
@@ -13,19 +12,7 @@ from ctrbench.commands.arguments import (
     training_config,
 )
 from ctrbench.models import list_models
-from ctrbench.tuning.plots import write_study_plots
-from ctrbench.tuning.tuner import (
-    GRACE_S,
-    HEARTBEAT_S,
-    PRUNE_FROM,
-    TuneSettings,
-    default_storage,
-    finished_points,
-    open_storage,
-    redact,
-    rerun_best,
-    tune,
-)
+from ctrbench.tuning.fields import GRACE_S, HEARTBEAT_S, PRUNE_FROM
 
 
 def add_tune_parser(commands) -> None:
@@ -70,7 +57,20 @@ def add_tune_parser(commands) -> None:
 
 
 def command_tune(args) -> int:
+    # imported here, not with the parser: Optuna and SQLAlchemy take ~1 s that `ctrbench --help` should not pay
+    import optuna
+
     from ctrbench.report.leaderboard import write_leaderboard
+    from ctrbench.tuning.plots import write_study_plots
+    from ctrbench.tuning.tuner import (
+        TuneSettings,
+        default_storage,
+        finished_points,
+        open_storage,
+        redact,
+        rerun_best,
+        tune,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,7 +5,6 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
 from tabulate import tabulate
 
 MiB = 2 ** 20
@@ -58,6 +57,7 @@ def paired_test(first: list[float], second: list[float], too_few: str = "n/a (<2
     if len(gaps) == 1:
         gap = gaps.pop()
         return PairedTest(len(first), difference, None, "p=0 (constant gap)" if gap else "identical")
+    from scipy import stats as scipy_stats  # ~1 s to import; only paired comparisons need it
     p_value = float(scipy_stats.ttest_rel(first, second).pvalue)
     return PairedTest(len(first), difference, p_value,
                       f"p={p_value:.3f}" + (" *" if p_value < SIGNIFICANT else ""))

@@ -5,12 +5,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")              # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ctrbench.files import save_figure  # noqa: E402
+from ctrbench.files import save_figure, subplots
 
 
 def _layer_series(benchmarks: list[dict], value):
@@ -41,7 +36,7 @@ def _line_plot(path: Path, series, title: str, ylabel: str) -> Path:
     """One line per series. Series can coincide (a fallback measures what it falls back to, two
     implementations can save the same tensors): each has its own marker and dash, drawn smaller the
     later it comes, and the legend says which earlier series it lies on."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     drawn: list[tuple[str, list]] = []
     for k, (name, points) in enumerate(series.items()):
         same = next((other for other, earlier in drawn if earlier == points), None)
@@ -67,7 +62,7 @@ def _auc_plot(path: Path, groups: list[tuple[str, str, dict[str, list[float]]]])
     front page's comparable group for that dataset, never pooled across devices or training settings."""
     if not groups:
         return None
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5), squeeze=False)
+    fig, axes = subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5), squeeze=False)
     for ax, (dataset, label, models) in zip(axes[0], groups):
         names = sorted(models, key=lambda m: -statistics.fmean(models[m]))
         means = [statistics.fmean(models[m]) for m in names]

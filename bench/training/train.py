@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -198,6 +197,9 @@ def scores(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     if len(np.unique(y_true)) < 2:
         raise ValueError(f"cannot compute AUC: the split has {len(y_true)} rows of a single class")
     probabilities = np.clip(probabilities.astype(np.float64), 1e-7, 1 - 1e-7)
+    # imported here: scikit-learn takes ~2 s to import, which a process that never scores (a timing
+    # cell, `ctrbench --help`) should not pay
+    from sklearn.metrics import log_loss, roc_auc_score
     return {"auc": float(roc_auc_score(y_true, probabilities)),
             "logloss": float(log_loss(y_true, probabilities, labels=[0, 1]))}
 

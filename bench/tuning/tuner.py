@@ -41,12 +41,10 @@ from ctrbench.training.context import RunContext
 from ctrbench.training.protocol import Grid, RunSpec, run_grid, train_and_test
 from ctrbench.training.train import TrainConfig
 
-from .fields import PRUNE_FROM, PRUNE_FROM_BEFORE  # noqa: F401  (the record's meaning, shared with its readers)
+from .fields import GRACE_S, HEARTBEAT_S, PRUNE_FROM, PRUNE_FROM_BEFORE  # noqa: F401  (shared with readers)
 from .spaces import grid_size, search_space, space_hash, split_params, untuned_point
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-HEARTBEAT_S = 10          # a running trial's heartbeat; one silent for GRACE_S is taken as dead
-GRACE_S = 30
 MAX_RETRIES = 3           # a killed trial is retried this often before it stays failed
 
 

@@ -140,10 +140,7 @@ class _TritonAttentionPooling(torch.autograd.Function):
         return (dV, *parameter_grads(W, b, h, dW_h, db_h), None, None)
 
 
-@torch.compiler.disable
 def _pool(emb, W, b, h, mask, precision: str) -> torch.Tensor:
-    # Left out of torch.compile graphs (a graph break): the launchers are host code that reads the
-    # autotuner's choice back after launching, which a trace cannot follow; the kernels are fused already.
     return _TritonAttentionPooling.apply(emb, W, b, h, mask, precision)
 
 
@@ -157,6 +154,14 @@ class TritonAttentionPooling(FusedAttentionPooling):
     devices = ("cuda",)   # where its own code runs (cells.runs_on); elsewhere it is afm_fused
     precision = "ieee"
     _warned = False       # one warning per process, for either registered name
+
+    def __init__(self, num_fields: int):
+        super().__init__(num_fields)
+        # Left out of torch.compile graphs (a graph break): the launchers are host code that reads the
+        # autotuner's choice back after launching, which a trace cannot follow; the kernels are fused already.
+        # Wrapped here rather than at import, since torch.compiler.disable imports dynamo (~2 s), which
+        # importing ctrbench should not pay for.
+        self._pool = torch.compiler.disable(_pool)
 
     def _plan(self, device: torch.device, dtype: torch.dtype, embed_dim, attn_dim) -> tuple[bool, str]:
         """(Triton runs, how / why not)."""
@@ -203,7 +208,7 @@ class TritonAttentionPooling(FusedAttentionPooling):
         if not self._use_triton(emb, attention):
             return super().forward(emb, attention)
         mask = dropout_mask(emb, attention)
-        return _pool(emb.contiguous(), *self._attention_tensors(attention),
+        return self._pool(emb.contiguous(), *self._attention_tensors(attention),
                      None if mask is None else mask.contiguous(), self.precision)
 
     def attention_weights(self, emb: torch.Tensor, attention) -> torch.Tensor:
