@@ -76,6 +76,11 @@ def pytest_configure(config):
     # worker's variables pytest-benchmark would switch itself off in them).
     for name in [name for name in os.environ if name.startswith("PYTEST_XDIST_")]:
         del os.environ[name]
+    # Inductor's first compile on a machine dry-compiles a test program per vector ISA the CPU reports
+    # (~20 s of g++ on 2 cores, paid by every process that compiles before one has cached the result); the
+    # CPU's flags alone pick the same ISA wherever the compiler can build for it, as on the machines this
+    # suite runs on. Set before anything imports torch._inductor's config, here and in every child process.
+    os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "1")
     if XDIST_WORKER:
         # Workers share the cores: one torch thread each (and in the processes they start), since two
         # OpenMP pools spinning over the same two cores slow each other 5-10x.

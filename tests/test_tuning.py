@@ -368,8 +368,9 @@ def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path):
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(storage_url, tmp_path):
     study = f"kill-{os.getpid()}-{time.monotonic_ns()}"
-    # long trials (many epochs, no early stop) so that the kill lands inside one; heartbeat 1 s, grace 3 s
-    slow = ["--max-epochs", "200", "--patience", "200", "--heartbeat", "1"]
+    # trials of a few seconds (50 epochs of ~50 ms, no early stop), found running within 0.5 s of their start,
+    # so that the kill lands inside one; heartbeat 1 s, grace 3 s
+    slow = ["--max-epochs", "50", "--patience", "50", "--heartbeat", "1"]
     victim = worker(storage_url, study, 3, tmp_path, *slow)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
