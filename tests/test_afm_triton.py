@@ -8,6 +8,7 @@ from the start, and this process keeps triton compiled (for the CUDA tests at th
 runs each program's loops in Python: shapes there are small.
 """
 import importlib.util
+import io
 import os
 import re
 import subprocess
@@ -211,6 +212,18 @@ def test_interpreter_asked_for_after_triton_was_imported_runs_afm_fused_and_says
     assert "needs TRITON_INTERPRET=1 before triton is first imported" in module.backend(emb.device, emb.dtype, 8, 8)
     with pytest.warns(UserWarning, match="before triton is first imported"):
         _check_against_reference(module, attention, emb)
+
+
+def test_a_whole_afm_triton_model_pickles_and_predicts_the_same():
+    model = create_model("afm", [4, 5, 3, 6], interaction="afm_triton", embed_dim=8, attn_dim=8).eval()
+    ids = random_ids([4, 5, 3, 6], 32)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "running afm_fused instead" where Triton cannot run
+        assert torch.equal(loaded(ids), model(ids))
 
 
 def test_the_package_imports_and_trains_without_triton():

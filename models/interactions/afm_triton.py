@@ -144,6 +144,13 @@ def _pool(emb, W, b, h, mask, precision: str) -> torch.Tensor:
     return _TritonAttentionPooling.apply(emb, W, b, h, mask, precision)
 
 
+# `_pool` left out of torch.compile graphs (a graph break): the launchers are host code that reads the
+# autotuner's choice back after launching, which a trace cannot follow; the kernels are fused already.
+# Made by the first layer built rather than at import, since torch.compiler.disable imports dynamo (~2 s),
+# which importing ctrbench should not pay for; a module global, not an attribute, so that models pickle.
+_pool_outside_graphs = None
+
+
 @register_interaction("afm_triton", output=ATTENTION_POOLED)
 class TritonAttentionPooling(FusedAttentionPooling):
     """AFM pooling as Triton GPU kernels, exact float32 (afm_fused elsewhere). Equal to the reference.
@@ -157,11 +164,9 @@ class TritonAttentionPooling(FusedAttentionPooling):
 
     def __init__(self, num_fields: int):
         super().__init__(num_fields)
-        # Left out of torch.compile graphs (a graph break): the launchers are host code that reads the
-        # autotuner's choice back after launching, which a trace cannot follow; the kernels are fused already.
-        # Wrapped here rather than at import, since torch.compiler.disable imports dynamo (~2 s), which
-        # importing ctrbench should not pay for.
-        self._pool = torch.compiler.disable(_pool)
+        global _pool_outside_graphs
+        if _pool_outside_graphs is None:
+            _pool_outside_graphs = torch.compiler.disable(_pool)
 
     def _plan(self, device: torch.device, dtype: torch.dtype, embed_dim, attn_dim) -> tuple[bool, str]:
         """(Triton runs, how / why not)."""
@@ -208,7 +213,7 @@ class TritonAttentionPooling(FusedAttentionPooling):
         if not self._use_triton(emb, attention):
             return super().forward(emb, attention)
         mask = dropout_mask(emb, attention)
-        return self._pool(emb.contiguous(), *self._attention_tensors(attention),
+        return _pool_outside_graphs(emb.contiguous(), *self._attention_tensors(attention),
                      None if mask is None else mask.contiguous(), self.precision)
 
     def attention_weights(self, emb: torch.Tensor, attention) -> torch.Tensor:
