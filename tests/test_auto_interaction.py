@@ -68,3 +68,18 @@ def test_a_grid_run_with_auto_records_what_it_picked(cache, tmp_path, monkeypatc
     assert record["interaction"] == "triu_index"
     assert record["interaction_choice"]["asked"] == "auto" and record["interaction_choice"]["picked"] == "triu_index"
     assert any(line.startswith("auto: fwfm at F=10, B=512") for line in said)
+
+
+def test_auto_loads_each_seeds_split_once(cache, tmp_path, monkeypatch):
+    """auto reads the field count from the first seed's split, which that seed then trains on."""
+    monkeypatch.setattr(auto, "time_train_step", lambda model, name, *rest: {"triu_index": 0.01}.get(name, 0.05))
+    grid = Grid("purchase", ["fwfm"], "auto", [0, 1], dataset_options={"rows": 2000},
+                config=TrainConfig(max_epochs=1, batch_size=512, patience=1))
+    loads = []
+    real_load = Grid.load
+    monkeypatch.setattr(Grid, "load", lambda self, seed: loads.append(seed) or real_load(self, seed))
+    assert len(run_grid(grid, tmp_path, log=lambda message: None)) == 2
+    assert loads == [0, 1]
+    loads.clear()
+    assert len(run_grid(grid, tmp_path, log=lambda message: None)) == 2     # all stored: only auto's load
+    assert loads == [0]

@@ -244,21 +244,23 @@ class Grid:
         return load(self.dataset, data_dir=self.data_dir, seed=seed, **self.dataset_options)
 
 
-def grid_cells(grid: Grid, context: RunContext, log=print) -> tuple[list[tuple[str, str]], dict]:
-    """The grid's (model, interaction) cells, and {model: auto's choice} where it names "auto"."""
+def grid_cells(grid: Grid, context: RunContext, log=print) -> tuple[list[tuple[str, str]], dict, dict]:
+    """The grid's (model, interaction) cells, {model: auto's choice} where it names "auto", and {seed:
+    dataset} for the split auto loaded to learn the field count (the grid trains on it next: not loaded twice)."""
     interactions, models = grid.interactions, grid.models
     if not (interactions == auto.AUTO or (not isinstance(interactions, str) and auto.AUTO in interactions)):
-        return expand_grid(models, interactions), {}
+        return expand_grid(models, interactions), {}, {}
     if context.cluster is not None:
         raise ValueError("--interactions auto calibrates on one process; under torchrun name the implementations")
     for model in models:
         model_entry(model)
-    fields = grid.load(grid.seeds[0]).num_fields
+    loaded = {grid.seeds[0]: grid.load(grid.seeds[0])}
+    fields = loaded[grid.seeds[0]].num_fields
     choices = {m: auto.resolve(m, fields, grid.config.batch_size, resolve_device(grid.device), log) for m in models}
     rest = [] if isinstance(interactions, str) else [i for i in interactions if i != auto.AUTO]
     cells = list(dict.fromkeys([(m, choices[m]["picked"]) for m in models]
                                + (expand_grid(models, rest) if rest else [])))
-    return cells, choices
+    return cells, choices, loaded
 
 
 def run_grid(grid: Grid, results_dir: Path, context: RunContext = LOCAL, log=print) -> list[dict]:
@@ -272,7 +274,7 @@ def run_grid(grid: Grid, results_dir: Path, context: RunContext = LOCAL, log=pri
     check_hparams(grid.models, grid.hparams)
     if context.threads:
         torch.set_num_threads(context.threads)
-    cells, choices = grid_cells(grid, context, log)
+    cells, choices, loaded = grid_cells(grid, context, log)
     cluster = context.cluster
     records = []
     total = len(cells) * len(grid.seeds)
@@ -299,9 +301,11 @@ def run_grid(grid: Grid, results_dir: Path, context: RunContext = LOCAL, log=pri
                 pending.append(spec)
         if cluster is not None:
             pending = cluster.agree(specs, pending)
+        dataset = loaded.pop(seed, None)            # whatever happens, the next seeds load their own split
         if not pending:
             continue
-        dataset = cluster.load_in_turn(grid.load, seed) if cluster is not None else grid.load(seed)
+        if dataset is None:
+            dataset = cluster.load_in_turn(grid.load, seed) if cluster is not None else grid.load(seed)
         if not trained and cluster is None:
             warning = busy_machine_warning(torch.get_num_threads())
             if warning:
