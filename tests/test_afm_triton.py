@@ -171,6 +171,19 @@ def test_saves_no_pair_sized_activations_under_the_interpreter(interpreter):
     assert sorted(saved.values()) == sorted([(B, F, E), (A, E), (A,), (A,), (B, P), (B, E), (B,)])
 
 
+
+@interpreted
+def test_a_model_unpickled_where_no_layer_was_built_runs_triton_under_the_interpreter(interpreter, monkeypatch):
+    model = create_model("afm", [4, 5, 3, 6], interaction="afm_triton", embed_dim=8, attn_dim=8).eval()
+    ids = random_ids([4, 5, 3, 6], 21)
+    expected = model(ids)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    monkeypatch.setattr(afm_triton, "_pool_outside_graphs", None)      # as in a fresh process
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded(ids), expected)
+
 # The fallback: afm_fused runs, says so once, and backend() names it.
 
 def test_cpu_without_the_interpreter_runs_afm_fused_and_warns_once(monkeypatch, fresh_warning):

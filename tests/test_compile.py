@@ -26,8 +26,8 @@ def test_the_forward_is_one_graph(model_name):
 
 
 # One model: what is checked (graphs built in the warm-up only, the same epochs and metrics) is the protocol's,
-# and each compile costs ~30 s of g++ on a 2-core machine. FM's compiled step against its eager one is
-# test_suite_device.py::test_compiled_model_cells_equal_eager's.
+# and each compiled run costs ~30 s (dynamo, inductor and g++) on a 2-core machine. FM's compiled step against
+# its eager one is test_suite_device.py::test_compiled_model_cells_equal_eager's.
 @pytest.mark.parametrize("model_name,interaction,hparams", [
     ("afm", "triu_index", {"dropout": 0.0}),     # compiled dropout draws other masks than eager
 ])

@@ -151,6 +151,12 @@ def _pool(emb, W, b, h, mask, precision: str) -> torch.Tensor:
 _pool_outside_graphs = None
 
 
+def _wrap_pool_once() -> None:
+    global _pool_outside_graphs
+    if _pool_outside_graphs is None:
+        _pool_outside_graphs = torch.compiler.disable(_pool)
+
+
 @register_interaction("afm_triton", output=ATTENTION_POOLED)
 class TritonAttentionPooling(FusedAttentionPooling):
     """AFM pooling as Triton GPU kernels, exact float32 (afm_fused elsewhere). Equal to the reference.
@@ -164,9 +170,12 @@ class TritonAttentionPooling(FusedAttentionPooling):
 
     def __init__(self, num_fields: int):
         super().__init__(num_fields)
-        global _pool_outside_graphs
-        if _pool_outside_graphs is None:
-            _pool_outside_graphs = torch.compiler.disable(_pool)
+        _wrap_pool_once()
+
+    def __setstate__(self, state):
+        # unpickling builds no layer: a model loaded in a process that built none needs the launcher too
+        super().__setstate__(state)
+        _wrap_pool_once()
 
     def _plan(self, device: torch.device, dtype: torch.dtype, embed_dim, attn_dim) -> tuple[bool, str]:
         """(Triton runs, how / why not)."""
