@@ -12,7 +12,7 @@ backward need not recompute z. Same algebra as afm_fused (its docstring derives 
 the reference's i < j order; the dropout mask is the attention module's own, drawn as the reference
 draws it. What to read to know *what* is computed is still `attention_pooling_reference` in reference.py.
 
-The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16) is compiled by
+The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16 in float32) is compiled by
 torch.utils.cpp_extension on first use (20-60 s, then cached under $CTRBENCH_BUILD_DIR or torch's
 extension folder, keyed by a digest of the source and the compiler flags, and for a native build by CPU
 model and feature flags) for the vector ISA $CTRBENCH_AFM_KERNEL_ISA names: `native` (the default:
