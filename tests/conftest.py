@@ -10,7 +10,7 @@ import pytest
 
 # --- afm_kernel: built once per session, in the background, into one folder every process shares ----------
 #
-# afm_kernel's C++ build takes 20-60 s on 2 cores (once per source and CPU; then cached on disk). The first
+# afm_kernel's C++ build takes 20-40 s on 2 cores (once per source and CPU; then cached on disk). The first
 # test that needs it would wait for all of it; instead the session starts the build in a child process
 # as soon as the tests are collected (only when a cached build is missing and the selection uses it:
 # the native build, and the AVX2 one test_afm_kernel_isa.py loads; under pytest-xdist, worker gw0 alone

@@ -43,7 +43,7 @@ def use(kernel, monkeypatch):
 
 def test_build_says_its_isa(kernel):
     assert kernel.isa() == kernel.isa_request
-    assert afm_kernel.module_isa(kernel) == kernel.isa_request
+    assert kernel.label() == kernel.isa_request
 
 
 def test_environment_variable_picks_the_build(kernel, monkeypatch):
@@ -97,6 +97,18 @@ def test_backward_from_kept_relu_bits_equals_recomputing_them(kernel, E, A, dtyp
     recomputed = kernel.backward(V, W, b, h, weights, mask, g, none)
     for x, y in zip(kept, recomputed):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_operators_pass_torch_opcheck(kernel, dtype):
+    # This build's fake tensors size the ReLU bits by its own lanes (8 float32 with AVX2, in uint8).
+    torch.manual_seed(0)
+    V, W, b, h = torch.randn(37, 9, 16, dtype=dtype), torch.randn(12, 16, dtype=dtype), \
+        torch.randn(12, dtype=dtype), torch.randn(12, dtype=dtype)
+    no_mask = V.new_empty(0)
+    torch.library.opcheck(kernel.forward, (V, W, b, h, no_mask, False, True))
+    _, weights, relu = kernel.forward(V, W, b, h, no_mask, False, True)
+    torch.library.opcheck(kernel.backward, (V, W, b, h, weights, no_mask, torch.randn(37, 16, dtype=dtype), relu))
 
 
 def test_same_bits_at_any_thread_count(use):

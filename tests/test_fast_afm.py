@@ -122,6 +122,54 @@ def test_kernel_falls_back_to_afm_fused_with_a_warning_when_it_cannot_be_built(m
         _close(g, r, 1e-4)
 
 
+def _built_kernel():
+    built, why = kernel_status()
+    if not built:
+        pytest.skip(f"afm_kernel is not built here: {why}")
+    return afm_kernel._build()[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weights_only,keep_relu,dropout", [(False, True, True), (False, False, False),
+                                                            (True, False, False)])
+def test_kernel_operators_pass_torch_opcheck(dtype, weights_only, keep_relu, dropout):
+    # Schema, fake tensors (the ReLU bits' size among them) and AOT dispatch with dynamic shapes against
+    # the real kernel: what torch.compile relies on. B = 37 leaves a partial block of lanes.
+    kernel = _built_kernel()
+    torch.manual_seed(0)
+    B, F, E, A = 37, 9, 16, 12
+    V, W, b, h = torch.randn(B, F, E, dtype=dtype), torch.randn(A, E, dtype=dtype), torch.randn(A, dtype=dtype), \
+        torch.randn(A, dtype=dtype)
+    mask = (torch.rand(B, F * (F - 1) // 2) > 0.3).to(dtype) / 0.7 if dropout else V.new_empty(0)
+    torch.library.opcheck(kernel.forward, (V, W, b, h, mask, weights_only, keep_relu))
+    if not weights_only:
+        _, weights, relu = kernel.forward(V, W, b, h, mask, False, keep_relu)
+        torch.library.opcheck(kernel.backward, (V, W, b, h, weights, mask, torch.randn(B, E, dtype=dtype), relu))
+
+
+def test_compiled_afm_kernel_model_is_one_graph_and_equals_eager():
+    # The kernel is a torch operator with fake tensors, so torch.compile traces the whole model, the
+    # kernel's forward and backward inside it, with no graph break (as a pybind function it broke the
+    # graph). aot_eager: the tracing is what is tested; inductor's code for the rest is afm_fused's test.
+    _built_kernel()
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    field_dims = [5, 7, 3, 4, 6, 2, 3]
+    model = create_model("afm", field_dims, interaction="afm_kernel", embed_dim=16, attn_dim=16, dropout=0.0)
+    x = random_ids(field_dims, 40)
+    explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    results = []
+    for run in (model, torch.compile(model, backend="aot_eager")):
+        model.zero_grad(set_to_none=True)
+        logits = run(x)
+        logits.square().sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    _close(results[1][0], results[0][0], 1e-6)
+    for compiled, eager in zip(results[1][1], results[0][1]):
+        _close(compiled, eager, 1e-6)
+
+
 @pytest.mark.parametrize("E,A", [(65, 8), (8, 70)])
 def test_kernel_sizes_beyond_its_limit_run_afm_fused(E, A):
     module, attention, emb = _setup("afm_kernel", 6, E, torch.float32, p=0.0, train=True, A=A)

@@ -80,7 +80,7 @@ def test_gpu_profiles_have_gpu_shapes_and_only_code_that_runs_there():
     assert {(m, model_entry(m).default_interaction) for m in list_models()} <= pairs
     assert {i for m, i in pairs if m == "afm"} == set(cells.implementations("afm", "cuda"))
     compiled = [c for c in models if c.compile]
-    assert {(c.model, c.interaction) for c in compiled} == cells.compiled_pairs()
+    assert {(c.model, c.interaction) for c in compiled} == cells.compiled_pairs("cuda")
     assert {(c.shape, c.batch, c.mode) for c in compiled if c.model != "afm"} == {("criteo", 65536, "train")}
     assert {(c.shape, c.batch) for c in compiled if c.interaction == "triu_index" and c.model == "afm"} == {
         ("criteo", 16384), ("criteo", 65536), ("wide", 16384)}

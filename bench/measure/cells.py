@@ -216,11 +216,13 @@ def gate_cells() -> list[LayerCell]:
     return grid(fields=(10, 39), embeds=(16,), batches=(1024,))
 
 
-def compiled_pairs() -> set[tuple[str, str]]:
-    """The (model, implementation) pairs the profiles compile by default: what a user would compile
-    first (each model's default implementation) and the fused AFM, whose hand-written backward the
-    compiler cannot see into."""
-    return {(name, model_entry(name).default_interaction) for name in list_models()} | {("afm", "afm_fused")}
+def compiled_pairs(device_type: str = "cpu") -> set[tuple[str, str]]:
+    """The (model, implementation) pairs the profiles compile by default on `device_type`: what a user
+    would compile first (each model's default implementation) and AFM's fused paths that run their own
+    code there, whose hand-written backwards the compiler cannot see into (afm_kernel's operators it
+    traces as opaque calls, fusing the rest of the model)."""
+    fused = {("afm", name) for name in ("afm_fused", "afm_kernel") if runs_on(name, device_type)}
+    return {(name, model_entry(name).default_interaction) for name in list_models()} | fused
 
 
 # (shape, batch) of the whole-model cells per device kind and profile, and of those compiled by default.
@@ -269,7 +271,7 @@ def model_cells(profile: str, device_type: str = "cpu", compile: str = "auto") -
     cells = [ModelCell(model, interaction, shape, batch, mode) for shape, batch in MODEL_SHAPES[kind, profile]
              for mode in ("train", "inference") for model, interaction in model_pairs(device_type)]
     cells += vocab_cells(profile, device_type)
-    chosen_pairs = compiled_pairs()
+    chosen_pairs = compiled_pairs(device_type)
 
     def chosen(cell: ModelCell) -> bool:
         if compile != "auto":

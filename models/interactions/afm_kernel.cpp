@@ -14,11 +14,17 @@
 // Pairs are p = (i, j), i < j, row-major (torch.triu_indices(F, F, 1)), as in the reference. The pairs of
 // one i (j = i + 1 .. F - 1) are "the group of i"; k = j - i - 1 numbers them within it.
 // Tensors: V (B, F, E), W (A, E), b (A), h (A), mask (B, P) or empty (no dropout), g (B, E).
-// ATen and torch's pybind casters only: <torch/extension.h> (all of libtorch's C++ API) takes about as
-// long to compile as the kernel itself.
-#include <ATen/ATen.h>
+// Registered as torch operators (TORCH_LIBRARY), not as a pybind module: torch.compile then sees ops with
+// a schema (afm_kernel.py gives them their fake tensors) instead of a graph break, and only the headers
+// below are compiled: <ATen/ATen.h> with pybind's casters took 11 s of each build here, these 4 s.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <torch/csrc/utils/pybind.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +32,7 @@
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -673,8 +680,21 @@ std::vector<at::Tensor> afm_backward(at::Tensor V, at::Tensor W, at::Tensor b, a
   return {dV, dW_h, db_h};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &afm_forward, "AFM pooling forward (CPU)", py::call_guard<py::gil_scoped_release>());
-  m.def("backward", &afm_backward, "AFM pooling backward (CPU)", py::call_guard<py::gil_scoped_release>());
-  m.def("isa", &isa_name, "the vector ISA this build was compiled for (avx512, avx2, ...)");
+std::string isa() { return isa_name(); }
+
+// The bytes of one row of lanes, and the multiple E and A are padded to: afm_kernel.py's fake tensors
+// size the ReLU bits with them (relu_bytes).
+std::vector<int64_t> layout() { return {kVecBytes, kPad}; }
+
+// The namespace is the build's name (torch.ops.<name>), so that two builds (native, avx2) live in one process.
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
+  m.def("forward(Tensor V, Tensor W, Tensor b, Tensor h, Tensor mask, bool weights_only, bool keep_relu) -> Tensor[]");
+  m.def("backward(Tensor V, Tensor W, Tensor b, Tensor h, Tensor weights, Tensor mask, Tensor g, Tensor relu) -> Tensor[]");
+  m.def("isa() -> str", &isa);          // the vector ISA this build was compiled for (avx512, avx2, ...)
+  m.def("layout() -> int[]", &layout);
+}
+
+TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CPU, m) {
+  m.impl("forward", &afm_forward);
+  m.impl("backward", &afm_backward);
 }

@@ -12,17 +12,19 @@ backward need not recompute z. Same algebra as afm_fused (its docstring derives 
 the reference's i < j order; the dropout mask is the attention module's own, drawn as the reference
 draws it. What to read to know *what* is computed is still `attention_pooling_reference` in reference.py.
 
-The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16 in float32) is compiled by
-torch.utils.cpp_extension on first use (20-60 s, then cached under $CTRBENCH_BUILD_DIR or torch's
-extension folder, keyed by a digest of the source and the compiler flags, and for a native build by CPU
-model and feature flags) for the vector ISA $CTRBENCH_AFM_KERNEL_ISA names: `native` (the default:
--march=native, this machine's vector units), `avx2` or `avx512` (that ISA whatever the machine; on a CPU
-without it the kernel is not built and afm_fused runs). `kernel_isa()` says which build runs
-("native:avx512", "avx2", ...); `build_for(isa)` loads a given ISA's build (tests run the AVX2 build on an
-AVX-512 machine). It runs on torch's intra-op thread pool (at::parallel_for: as many threads as
-torch.set_num_threads says, no threads of its own; the same bits at any thread count). Off the CPU, for
-other sizes or dtypes, or where it cannot be built (no C++ compiler), it runs `afm_fused` instead
-(saying why, once, when the build failed), so a model built with it trains anywhere.
+The kernel (float32 and float64; E, A <= 64, unrolled for E = A = 16 in float32) is two torch operators,
+torch.ops.<build name>.forward / backward, with fake tensors for torch.compile (KernelBuild), so a
+compiled AFM traces it as one graph. It is compiled by torch.utils.cpp_extension on first use (20-40 s,
+then cached under $CTRBENCH_BUILD_DIR or torch's extension folder, keyed by a digest of the source and
+the compiler flags, and for a native build by CPU model and feature flags) for the vector ISA
+$CTRBENCH_AFM_KERNEL_ISA names: `native` (the default: -march=native, this machine's vector units),
+`avx2` or `avx512` (that ISA whatever the machine; on a CPU without it the kernel is not built and
+afm_fused runs). `kernel_isa()` says which build runs ("native:avx512", "avx2", ...); `build_for(isa)`
+loads a given ISA's build (tests run the AVX2 build on an AVX-512 machine). It runs on torch's intra-op
+thread pool (at::parallel_for: as many threads as torch.set_num_threads says, no threads of its own; the
+same bits at any thread count). Off the CPU, for other sizes or dtypes, or where it cannot be built (no
+C++ compiler), it runs `afm_fused` instead (saying why, once, when the build failed), so a model built
+with it trains anywhere.
 """
 from __future__ import annotations
 
@@ -106,24 +108,69 @@ def cpu_lacks(isa: str) -> set[str]:
     return needed - have
 
 
+_LOADED: dict[str, tuple] = {}      # build_status(isa) of each ISA asked for so far
+
+
 def _build():
     """The build $CTRBENCH_AFM_KERNEL_ISA asks for (build_status): the variable is read at every call,
     each ISA's build made once per process."""
-    return build_status(requested_isa())
+    isa = requested_isa()
+    # A plain dict in front of build_status's lru_cache: torch.compile traces a dict lookup, whereas it
+    # ignores lru_cache and would trace the build itself (file-system calls: graph breaks).
+    if isa not in _LOADED:
+        _LOADED[isa] = build_status(isa)
+    return _LOADED[isa]
 
 
 def build_for(isa: str):
-    """The extension module built for `isa` ("native", "avx2", "avx512"), or None where this CPU lacks
-    that ISA or it cannot be built (build_status says why). Its forward/backward are the kernel's."""
+    """The KernelBuild for `isa` ("native", "avx2", "avx512"), or None where this CPU lacks that ISA or
+    it cannot be built (build_status says why). Its forward/backward are the kernel's operators."""
     return build_status(isa)[0]
+
+
+class KernelBuild:
+    """One loaded build: its operators torch.ops.<name>.forward / backward (afm_kernel.cpp's schemas),
+    `isa()` the vector ISA the compiler was given ("avx2", "avx512", ...), `parallel` whether it was
+    built for torch's OpenMP pool (where a compiler refuses -fopenmp, a build without it, correct but
+    serial, is taken rather than none), `isa_request` the ISA asked for."""
+
+    def __init__(self, name: str, parallel: bool, isa_request: str):
+        self.name, self.parallel, self.isa_request = name, parallel, isa_request
+        ops = getattr(torch.ops, name)
+        self.forward, self.backward = ops.forward, ops.backward
+        self._isa = ops.isa()
+        self.vector_bytes, self.pad = ops.layout()
+        torch.library.register_fake(f"{name}::forward")(self._fake_forward)
+        torch.library.register_fake(f"{name}::backward")(self._fake_backward)
+
+    def isa(self) -> str:
+        return self._isa
+
+    def label(self) -> str:
+        """What the build is: its ISA ("avx2", "avx512"), or "native:" and what -march=native gave it."""
+        return f"native:{self._isa}" if self.isa_request == "native" else self._isa
+
+    def relu_bytes(self, V: torch.Tensor, A) -> int:
+        """The size of forward's ReLU bits (afm_kernel.cpp's relu_bytes): one bit per sample, pair and
+        padded hidden unit, in blocks of one vector register's lanes, 16 lanes to a uint16."""
+        B, F, _ = V.shape
+        lanes = self.vector_bytes // V.element_size()
+        padded_A = (A + self.pad - 1) // self.pad * self.pad
+        return (B + lanes - 1) // lanes * (F * (F - 1) // 2) * padded_A * (2 if lanes > 8 else 1)
+
+    def _fake_forward(self, V, W, b, h, mask, weights_only, keep_relu):
+        B, F, E = V.shape
+        return [V.new_empty((0 if weights_only else B, E)), V.new_empty((B, F * (F - 1) // 2)),
+                V.new_empty((self.relu_bytes(V, W.shape[0]) if keep_relu else 0,), dtype=torch.uint8)]
+
+    @staticmethod
+    def _fake_backward(V, W, b, h, weights, mask, g, relu):
+        return [torch.empty_like(V), W.new_empty(W.shape), W.new_empty((W.shape[0],))]
 
 
 @functools.lru_cache(maxsize=None)
 def build_status(isa: str):
-    """(extension module, None) or (None, why it could not be built) for the build of `isa`. The
-    module's `parallel` says whether it was built for torch's OpenMP pool (where a compiler refuses
-    -fopenmp, a build without it, correct but serial, is taken rather than none), its `isa_request` the
-    ISA asked for, and its `isa()` the vector ISA the compiler was given ("avx2", "avx512", ...)."""
+    """(KernelBuild, None) or (None, why it could not be built) for the build of `isa`."""
     if isa not in ISA_FLAGS:
         return None, f"{ISA_ENV}={isa!r} is none of {', '.join(ISA_FLAGS)}"
     lacks = cpu_lacks(isa)
@@ -148,13 +195,11 @@ def build_status(isa: str):
             directory = build_dir() / name
             directory.mkdir(parents=True, exist_ok=True)
             if not (directory / f"{name}.so").exists():
-                print(f"ctrbench: compiling the afm_kernel CPU extension into {directory} (once; 20-60 s)...",
+                print(f"ctrbench: compiling the afm_kernel CPU extension into {directory} (once; 20-40 s)...",
                       file=sys.stderr, flush=True)
-            module = load(name=name, sources=[str(SOURCE)], build_directory=str(directory),
-                          extra_cflags=flags, verbose=False)
-            module.parallel = parallel
-            module.isa_request = isa
-            return module, None
+            load(name=name, sources=[str(SOURCE)], build_directory=str(directory), extra_cflags=flags,
+                 is_python_module=False, verbose=False)
+            return KernelBuild(name, parallel=parallel, isa_request=isa), None
         except Exception as error:  # noqa: BLE001 - any build failure means "run afm_fused instead"
             failure = failure or f"{type(error).__name__}: {str(error).strip()[-2000:]}"
     return None, failure
@@ -162,22 +207,16 @@ def build_status(isa: str):
 
 def kernel_status() -> tuple[bool, str]:
     """(built, reason it is not) — builds it on first call."""
-    module, why = _build()
-    return module is not None, why or ""
-
-
-def module_isa(module) -> str:
-    """What a build is: its ISA ("avx2", "avx512"), or "native:" and what -march=native gave it."""
-    isa = module.isa()
-    return f"native:{isa}" if getattr(module, "isa_request", "native") == "native" else isa
+    build, why = _build()
+    return build is not None, why or ""
 
 
 def kernel_isa() -> str | None:
     """Which build of the kernel runs ($CTRBENCH_AFM_KERNEL_ISA): "avx2", "avx512", or "native:" and the
     ISA -march=native gave it ("native:avx512"); None where it is not built (afm_fused runs). For
     benchmark records: KernelAttentionPooling.backend says "afm_kernel" whichever build it is."""
-    module = _build()[0]
-    return None if module is None else module_isa(module)
+    build = _build()[0]
+    return None if build is None else build.label()
 
 
 class _KernelAttentionPooling(torch.autograd.Function):
