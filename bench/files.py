@@ -46,11 +46,17 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_atomic(path, lambda out: out.write(text.encode("utf-8")))
 
 
-def subplots(*args, **kwargs):
-    """matplotlib's `plt.subplots` on the file-only Agg backend. matplotlib is imported here, on the first
-    figure, so that a command which draws nothing does not pay its start-up (~0.6 s)."""
+def file_only_matplotlib() -> None:
+    """matplotlib on its file-only Agg backend (no display needed), before anything imports pyplot.
+    Imported here, on the first figure, so that a command which draws nothing does not pay its start-up
+    (~0.6 s)."""
     import matplotlib
     matplotlib.use("Agg")
+
+
+def subplots(*args, **kwargs):
+    """matplotlib's `plt.subplots` on the file-only backend (file_only_matplotlib)."""
+    file_only_matplotlib()
     import matplotlib.pyplot as plt
     return plt.subplots(*args, **kwargs)
 

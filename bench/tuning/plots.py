@@ -5,20 +5,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import matplotlib
+import optuna
 
-matplotlib.use("Agg")              # files only; no display needed
-import optuna  # noqa: E402
-from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
+from ctrbench.files import file_only_matplotlib, save_figure
 
-from ctrbench.files import save_figure  # noqa: E402
-
-from .fields import figure_paths  # noqa: E402
+from .fields import figure_paths
 
 
 def write_study_plots(study: optuna.Study, results_dir: Path, log=print) -> list[Path]:
     """The history (every finished trial's validation AUC and the best so far) and, with at least two
     complete trials that differ, the fANOVA importances; returns the files written."""
+    file_only_matplotlib()
+    from optuna.visualization import matplotlib as optuna_plots  # imports pyplot: after the backend is set
     paths, written = figure_paths(results_dir, study.study_name), []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")            # Optuna marks its matplotlib backend experimental
