@@ -334,6 +334,25 @@ def test_leaderboard_has_one_section_per_device_and_never_mixes_them(tmp_path):
     assert "afm-afm_fused-wide-16384-train-compiled] | compile_error | torch.compile failed: planted" in gpu_part
 
 
+def test_the_peers_models_are_timed_against_ctrbench_default_and_fastest_implementation(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "0001_cpu.json", [
+        model_bench("afm", "triu_index", 0.02), model_bench("afm", "afm_kernel", 0.004),
+        model_bench("afm", "afm_kernel", 0.002, compile=True),            # compiled: not a contender here
+        model_bench("afm", "afm_triton", 0.001, backend="afm_fused"),     # a fallback never counts as itself
+        model_bench("torchfm_afm", "none", 0.04), model_bench("deepctr_afm", "none", 0.01),
+        model_bench("deepctr_dcnmix", "none", 0.01)], "cpu", "AMD EPYC")   # no dcnv2 cell: no row
+    pages, problems = render_pages(results)
+    assert problems == []
+    page = next(squash(text) for text in pages.values() if "# Speed and memory on AMD EPYC" in text)
+    part = page.split("## Speed: ctrbench against the peers")[1].split("\n## ")[0]
+    # 1024 / 0.04 s; ctrbench's triu_index (default) 2x the peer's speed, afm_kernel 10x
+    assert "| criteo (39 fields), train, B=1024 | afm | torchfm_afm | 25,600 | triu_index: 51,200 (×2.00) | " \
+           "afm_kernel: 256,000 (×10.00) |" in part
+    assert "| afm | deepctr_afm | 102,400 | triu_index: 51,200 (×0.50) | afm_kernel: 256,000 (×2.50) |" in part
+    assert "dcnmix" not in part
+
+
 def test_a_killed_gpu_session_is_rendered_from_its_cell_file(tmp_path):
     results = tmp_path / "results"
     entry = model_bench("fm", "sum_square", 0.001, device="cuda:0", cuda_peak_bytes=2**20)

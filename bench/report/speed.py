@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctrbench.measure import suite_cells
+from ctrbench.models import model_entry
 from ctrbench.store.environment import is_loaded
 
 from .markdown import mib, slug, table
 from .provenance import LOADED_MARK, LOADED_NOTE, code_label, load_text, machine_label
+from .quality import ours_of
 
 SPEED_REFERENCE = "loop_gather"
 MiB = 2 ** 20
@@ -219,6 +221,47 @@ def speed_section(benchmarks: list[dict], where: str = "", reference: str = SPEE
             lines += [f"### {shape} shape ({cells[0]['extra_info']['num_fields']} fields), {mode}, B={batch}{where}",
                       "", wide_table(cells, "model", "interaction", "", reference), ""]
     return lines
+
+
+def peer_speed_section(benchmarks: list[dict], where: str = "") -> list[str]:
+    """Each peer library's model (`pip install -e ".[peers]"`) against ctrbench's model of the same algebra,
+    whole-model cells of one session: the peer's samples/s, then ctrbench's default implementation's and its
+    fastest one's (of the implementations that ran their own code), each with its speed over the peer's."""
+    models = [b for b in by_cell(benchmarks, "model")
+              if not is_vocab_cell(b) and not is_compiled(b) and not fallback(b)]
+    where_of = lambda b: (b["extra_info"]["shape"], b["extra_info"]["mode"], b["extra_info"]["batch"])  # noqa: E731
+    rows = []
+    for peer in sorted((b for b in models if ours_of(b["extra_info"]["model"])),
+                       key=lambda b: (where_of(b), ours_of(b["extra_info"]["model"]), b["extra_info"]["model"])):
+        base = ours_of(peer["extra_info"]["model"])
+        ours = [b for b in models if b["extra_info"]["model"] == base and where_of(b) == where_of(peer)]
+        if not ours:
+            continue
+        batch, peer_median = peer["extra_info"]["batch"], peer["stats"]["median"]
+        default = next((b for b in ours if b["extra_info"]["interaction"] == model_entry(base).default_interaction),
+                       None)
+        fastest = min(ours, key=lambda b: b["stats"]["median"])
+        shape, mode, _ = where_of(peer)
+        rows.append([f"{shape} ({peer['extra_info']['num_fields']} fields), {mode}, B={batch}", base,
+                     peer["extra_info"]["model"], f"{batch / peer_median:,.0f}{cell_marks(peer)}",
+                     _versus(default, peer_median), _versus(fastest, peer_median)])
+    if not rows:
+        return []
+    return [f"## Speed: ctrbench against the peers{where}", "",
+            "The peers' own models (torchfm, DeepCTR-Torch: `pip install -e \".[peers]\"`) fed the same ids, "
+            "against ctrbench's model of the same algebra with its default implementation and with its fastest "
+            "one, in the same session and shape: samples/s, and in brackets ctrbench's speed over the peer's "
+            "(above 1: ctrbench faster). Eager steps; the train step is forward, backward and Adam step.", "",
+            table(rows, ["shape, mode", "model", "peer", "peer samples/s", "ctrbench default (× peer)",
+                         "ctrbench fastest (× peer)"]), ""]
+
+
+def _versus(bench: dict | None, peer_median: float) -> str:
+    """'implementation: samples/s (× its speed over the peer's)' of one of ctrbench's cells."""
+    if bench is None:
+        return "–"
+    info, median = bench["extra_info"], bench["stats"]["median"]
+    return f"{info['interaction']}: {info['batch'] / median:,.0f} (×{peer_median / median:.2f})"
 
 
 def wide_table(cells: list[dict], row_key: str, column_key: str, column_label: str,
@@ -479,6 +522,7 @@ def speed_page(run: BenchmarkRun) -> list[str]:
              "One benchmark session (`pytest bench/ --benchmark-only`), the latest stored for this device class: "
              "every ratio below was measured in this one run. " + LOADED_NOTE, ""]
     lines += environment_lines(run)
-    lines += (speed_section(run.benchmarks, "", reference) + cost_section(run.benchmarks)
+    lines += (speed_section(run.benchmarks, "", reference) + peer_speed_section(run.benchmarks)
+              + cost_section(run.benchmarks)
               + vocab_section(run.benchmarks) + data_section(run.benchmarks) + outcome_lines(run.run))
     return lines
