@@ -1,6 +1,7 @@
 """`ctrbench tune`: search spaces, bad input, studies in SQLite and PostgreSQL, several workers, a killed worker."""
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from ctrbench.models import model_entry, registry
 from ctrbench.report.leaderboard import render
 from ctrbench.training.protocol import Grid, run_grid
 from ctrbench.training.train import TrainConfig
-from ctrbench.tuning.spaces import search_space, space_hash, split_params, untuned_point
+from ctrbench.tuning.spaces import grid_size, search_space, space_hash, split_params, untuned_point
 from ctrbench.tuning.tuner import (
     TuneSettings,
     finished_points,
@@ -156,7 +157,7 @@ def test_the_untuned_point_is_the_first_trial_and_is_queued_once(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
     study = tune(tiny_settings(), storage, trials=2, study_name="u", progress=False)
     first = study.trials[0]
-    assert first.params == {"embedding_regularizer": 0.0} and first.user_attrs.get("untuned")
+    assert first.params == {"embedding_regularizer": 0.0, "lr": 1e-3} and first.user_attrs.get("untuned")
     study = tune(tiny_settings(), storage, trials=3, study_name="u", progress=False)      # continued
     assert sum(bool(t.user_attrs.get("untuned")) for t in study.trials) == 1
     assert study.best_value >= first.value
@@ -183,11 +184,12 @@ def test_a_space_without_the_configs_setting_queues_nothing():
 def test_repeats_are_not_counted_and_an_untried_point_takes_their_place(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
     settings = tiny_settings()
-    points = len(search_space("fm")["embedding_regularizer"])
+    space = search_space("fm")
+    points = grid_size(space)
     study = tune(settings, storage, trials=points, study_name="r", progress=False)      # every point, once
     counted_trials = [t for t in study.trials if t.state in FINISHED]
-    assert sorted(t.params["embedding_regularizer"] for t in counted_trials) == sorted(
-        search_space("fm")["embedding_regularizer"])
+    assert sorted(tuple(t.params[name] for name in space) for t in counted_trials) == sorted(
+        itertools.product(*space.values()))
     for repeat in [t for t in study.trials if "repeat_of" in t.user_attrs]:
         assert repeat.state == TrialState.FAIL                          # not trained, not in the budget
         assert any(t.user_attrs.get("in_place_of") == repeat.number for t in study.trials)
@@ -248,8 +250,8 @@ def test_grid_sampler_caps_the_budget_at_the_grid(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
     study = tune(tiny_settings(sampler="grid"), storage, trials=50, study_name="g", progress=False)
     finished = [t for t in study.trials if t.state in FINISHED]
-    assert len(finished) == len(search_space("fm")["embedding_regularizer"])
-    assert len({t.params["embedding_regularizer"] for t in finished}) == len(finished)
+    assert len(finished) == grid_size(search_space("fm"))
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == len(finished)
 
 
 def test_tuned_rerun_records_and_their_own_table(tmp_path):
@@ -267,6 +269,28 @@ def test_tuned_rerun_records_and_their_own_table(tmp_path):
     markdown, _ = render(tmp_path)
     tuned_tables = [line for line in markdown.splitlines() if line.startswith("### ") and " · tuned (" in line]
     assert len(tuned_tables) == 1 and "study `t`, 2 trials" in markdown
+
+
+def test_a_tuned_learning_rate_is_its_row_s_and_the_table_keeps_the_budget_s(tmp_path):
+    # FM's study picks lr 0.01 (a trial added with the best value), NFM's searches no lr: both re-runs share
+    # one tuned table, whose heading gives the budget's lr, and FM's row says its own.
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    fm_settings, nfm_settings = tiny_settings("fm"), tiny_settings("nfm")
+    fm_study = tune(fm_settings, storage, trials=1, study_name="fm", progress=False)
+    space = fm_settings.space
+    fm_study.add_trial(optuna.trial.create_trial(
+        params={"embedding_regularizer": 0.0, "lr": 0.01}, value=1.0,
+        distributions={name: optuna.distributions.CategoricalDistribution(space[name]) for name in space}))
+    records = rerun_best(fm_study, fm_settings, [0], tmp_path, progress=False, log=lambda message: None)
+    assert records[0]["config"]["lr"] == 0.01 and records[0]["tuning"]["budget"] == {"lr": 1e-3}
+    nfm_study = tune(nfm_settings, storage, trials=1, study_name="nfm", progress=False)
+    rerun_best(nfm_study, nfm_settings, [0], tmp_path, progress=False, log=lambda message: None)
+    markdown, problems = render(tmp_path)
+    headings = [line for line in markdown.splitlines() if line.startswith("### ") and " · tuned (" in line]
+    assert problems == [] and len(headings) == 1 and "lr 0.001" in headings[0], headings
+    table = markdown.split(headings[0])[1].split("\n### ")[0]
+    fm_row = next(line for line in table.splitlines() if line.startswith("| fm "))
+    assert "lr=0.01" in fm_row and any(line.startswith("| nfm ") for line in table.splitlines())
 
 
 def test_a_stored_rerun_is_described_anew_not_trained_again(tmp_path):

@@ -45,7 +45,8 @@ def which_implementation_lines(runs: list[speed.BenchmarkRun], gpu_steps) -> lis
     lines = ["## Which implementation, per hardware", "",
              "AFM's whole train step (forward, backward, Adam) with its fastest implementation of the pairwise "
              "product and attention pooling, against the same model with `triu_index` (the pair gather a user "
-             "writes first) and with `triu_index` under `torch.compile`, all from one run per device; peak "
+             "writes first), with `triu_index` under `torch.compile` and against the fastest peer library's AFM "
+             "(torchfm, DeepCTR-Torch: where the run had the peers extra), all from one run per device; peak "
              f"memory of one step (CPU: resident-set rise; GPU: CUDA allocation above the model's). {LOADED_NOTE}",
              ""]
     rows = []
@@ -61,7 +62,7 @@ def which_implementation_lines(runs: list[speed.BenchmarkRun], gpu_steps) -> lis
     if not rows:
         return lines + ["_No benchmark session stored yet: `pytest bench/ --benchmark-only` makes one._", ""]
     return lines + [table(rows, ["device", "F", "B", "fastest", "samples/s", "× triu_index", "× torch.compile",
-                                 "peak MiB (triu_index's)", "GFLOP/s (of peak)", ""]), ""]
+                                 "× fastest peer", "peak MiB (triu_index's)", "GFLOP/s (of peak)", ""]), ""]
 
 
 def implementation_row(device: str, step: speed.FastestStep, link: str, threads) -> list[str]:
@@ -72,7 +73,8 @@ def implementation_row(device: str, step: speed.FastestStep, link: str, threads)
     name = device + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
     return [name, str(step.num_fields), f"{step.batch:,}", step.name,
             f"{step.samples_per_s:,.0f}" + (f" {LOADED_MARK}" if step.loaded else ""),
-            f"×{step.over_reference:.2f}" if step.over_reference else "–", compiled, peak, gflops, link]
+            f"×{step.over_reference:.2f}" if step.over_reference else "–", compiled,
+            f"×{step.over_peer:.2f} ({step.peer})" if step.peer else "not measured in this run", peak, gflops, link]
 
 
 def provenance_lines(verdicts, runs, gpu_steps) -> list[str]:
@@ -191,9 +193,10 @@ def summary_lines(results_dir: Path) -> list[str]:
               for step in found]
     for title, step in steps:
         compiled = f", ×{step.over_compiled:.2f} its `torch.compile`" if step.over_compiled else ""
+        peer = f", ×{step.over_peer:.2f} the fastest peer's (`{step.peer}`)" if step.peer else ""
         lines.append(f"- **{title}**, F = {step.num_fields}, B = {step.batch:,}: AFM's train step is fastest with "
                      f"`{step.name}`, {step.samples_per_s:,.0f} samples/s, ×{step.over_reference:.2f} `triu_index`"
-                     f"{compiled}.")
+                     f"{compiled}{peer}.")
     return lines
 
 

@@ -59,9 +59,12 @@ def tuned_settings(record: dict) -> dict:
 
 
 def base_config(record: dict) -> dict:
-    """The run's training config less the settings its study tuned: what every row of its table shares."""
+    """The run's training config with the settings its study tuned put back to the budget's values (a
+    tuned lr of 0.01 back to the budget's 0.001; a regularizer the budget left unset, removed): what every
+    row of its table shares."""
     tuned = tuned_settings(record)
-    return {k: v for k, v in record["config"].items() if k not in tuned}
+    budget = (record.get("tuning") or {}).get("budget") or {}
+    return {**{k: v for k, v in record["config"].items() if k not in tuned}, **budget}
 
 
 def settings_label(record: dict) -> str:
@@ -71,12 +74,17 @@ def settings_label(record: dict) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(settings.items()))
 
 
+def lr_words(config: dict) -> str:
+    """'lr 0.001'; 'lr per row' for a tuned run that chose its lr and predates `tuning.budget`."""
+    return f"lr {config['lr']:g}" if "lr" in config else "lr per row"
+
+
 def training_words(config: dict) -> str:
     """The training settings in a few words: the preset's name where they are one, else batch and lr."""
     preset = preset_of(config)
     if preset:
         return f"{preset} preset"
-    words = f"batch {config['batch_size']}, lr {config['lr']:g}, patience {config['patience']}"
+    words = f"batch {config['batch_size']}, {lr_words(config)}, patience {config['patience']}"
     if config.get("plateau_lr_factor"):
         words += f", lr ×{config['plateau_lr_factor']:g} on plateau"
     return words
@@ -85,7 +93,7 @@ def training_words(config: dict) -> str:
 def training_label(record: dict) -> str:
     """The training settings every row of one quality table shares, in full."""
     config = base_config(record)
-    training = f"batch={config['batch_size']}, lr={config['lr']:g}, patience={config['patience']}"
+    training = f"batch={config['batch_size']}, {lr_words(config).replace(' ', '=', 1)}, patience={config['patience']}"
     if config.get("weight_decay"):
         training += f", weight_decay={config['weight_decay']:g}"
     for name in ("embedding_regularizer", "net_regularizer"):

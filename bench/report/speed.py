@@ -487,22 +487,32 @@ class FastestStep:
     gflops: float | None = None
     peak_fraction: float | None = None
     loaded: bool = False
+    peer: str | None = None               # the fastest peer library's AFM at this shape (peers extra), if timed
+    over_peer: float | None = None        # × that peer's eager step
+
+
+def _fields_and_batch(bench: dict) -> tuple[int, int]:
+    return bench["extra_info"]["num_fields"], bench["extra_info"]["batch"]
 
 
 def fastest_steps(run: BenchmarkRun) -> list[FastestStep]:
     """AFM's whole-model train cells of a session, one FastestStep per (F, B): eager cells whose code is the
-    implementation named (a fallback never counts as itself)."""
-    cells = [b for b in by_cell(run.benchmarks, "model") if b["extra_info"].get("model") == AFM
-             and b["extra_info"]["mode"] == "train" and not is_vocab_cell(b)]
+    implementation named (a fallback never counts as itself), beside the fastest peer's AFM where one ran."""
+    train_steps = [b for b in by_cell(run.benchmarks, "model") if b["extra_info"]["mode"] == "train"
+                   and not is_vocab_cell(b)]
+    cells = [b for b in train_steps if b["extra_info"].get("model") == AFM]
+    peers = [b for b in train_steps if ours_of(b["extra_info"].get("model", "")) == AFM and not is_compiled(b)]
     found = []
-    for num_fields, batch in sorted({(b["extra_info"]["num_fields"], b["extra_info"]["batch"]) for b in cells}):
-        here = [b for b in cells if (b["extra_info"]["num_fields"], b["extra_info"]["batch"]) == (num_fields, batch)]
+    for num_fields, batch in sorted({_fields_and_batch(b) for b in cells}):
+        here = [b for b in cells if _fields_and_batch(b) == (num_fields, batch)]
         eager = [b for b in here if not is_compiled(b) and not fallback(b)]
         if not eager:
             continue
         best = min(eager, key=lambda b: b["stats"]["median"])
         reference = next((b for b in eager if b["extra_info"]["interaction"] == FRONT_REFERENCE), None)
         compiled = next((b for b in here if is_compiled(b) and b["extra_info"]["interaction"] == FRONT_REFERENCE), None)
+        peer = min((b for b in peers if _fields_and_batch(b) == (num_fields, batch)),
+                   key=lambda b: b["stats"]["median"], default=None)
         peak_key = "cuda_peak_bytes" if run.device[0] != "cpu" else "peak_rss_rise_bytes"
         info = best["extra_info"]
         name = info["interaction"] + (f" ({info['kernel_isa']} build)" if info.get("kernel_isa") else "")
@@ -511,7 +521,9 @@ def fastest_steps(run: BenchmarkRun) -> list[FastestStep]:
             reference["stats"]["median"] / best["stats"]["median"] if reference else None,
             compiled["stats"]["median"] / best["stats"]["median"] if compiled else None,
             info.get(peak_key), reference["extra_info"].get(peak_key) if reference else None,
-            info.get("gflops"), info.get("peak_fraction"), bool(is_loaded(info.get("load_avg"), info.get("threads")))))
+            info.get("gflops"), info.get("peak_fraction"), bool(is_loaded(info.get("load_avg"), info.get("threads"))),
+            peer["extra_info"]["model"] if peer else None,
+            peer["stats"]["median"] / best["stats"]["median"] if peer else None))
     return found
 
 

@@ -325,10 +325,14 @@ def rerun_best(study: optuna.Study, settings: TuneSettings, seeds: list[int], re
     finished = finished_points(study)
     complete = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if counted(t))
     tuned = {"study": study.study_name, "space_hash": space_hash(settings.space)}
+    # The budget's own values of the training settings the study chose (lr=0.001, say): what the record's
+    # table shares with the other models' tables, whose studies did not search those settings.
+    budget = {name: value for name, value in settings.config.as_dict().items()
+              if name in best.params and name not in hparams}
     extra = {"tuning": {"study": study.study_name, "trials": finished, "complete": complete,
                         "best_trial": best.number, "best_validation_auc": best.value, "params": best.params,
                         "space": settings.space, "sampler": settings.sampler, "seed": settings.seed,
-                        "prune_from_epoch": settings.prune_from}}
+                        "prune_from_epoch": settings.prune_from, "budget": budget}}
     grid = Grid(settings.dataset, [settings.model], [settings.interaction], seeds, hparams, settings.dataset_options,
                 config, settings.device, settings.data_dir, tuned=tuned, record_extra=extra)
     return run_grid(grid, results_dir, RunContext(progress=progress), log)
