@@ -152,7 +152,8 @@ class KernelBuild:
 
     def relu_bytes(self, V: torch.Tensor, A) -> int:
         """The size of forward's ReLU bits (afm_kernel.cpp's relu_bytes): one bit per sample, pair and
-        padded hidden unit, in blocks of one vector register's lanes, 16 lanes to a uint16."""
+        padded hidden unit, a vector register's lanes at a time (their bits in a uint16 where there are
+        more than 8 lanes, else in a uint8)."""
         B, F, _ = V.shape
         lanes = self.vector_bytes // V.element_size()
         padded_A = (A + self.pad - 1) // self.pad * self.pad
