@@ -122,6 +122,21 @@ def test_kernel_falls_back_to_afm_fused_with_a_warning_when_it_cannot_be_built(m
         _close(g, r, 1e-4)
 
 
+def _assert_compiled_equals_eager(model, compiled, x, forward_rtol, grad_rtol):
+    """The compiled model's logits and parameter gradients (of sum(logits²)) equal the eager model's; the
+    same seed before each run, so that dropout draws the same mask where the compiler uses torch's RNG."""
+    results = []
+    for run in (model, compiled):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        logits = run(x)
+        logits.square().sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    _close(results[1][0], results[0][0], forward_rtol)
+    for compiled_grad, eager_grad in zip(results[1][1], results[0][1]):
+        _close(compiled_grad, eager_grad, grad_rtol)
+
+
 def _built_kernel():
     built, why = kernel_status()
     if not built:
@@ -159,15 +174,7 @@ def test_compiled_afm_kernel_model_is_one_graph_and_equals_eager():
     x = random_ids(field_dims, 40)
     explained = torch._dynamo.explain(model)(x)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
-    results = []
-    for run in (model, torch.compile(model, backend="aot_eager")):
-        model.zero_grad(set_to_none=True)
-        logits = run(x)
-        logits.square().sum().backward()
-        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
-    _close(results[1][0], results[0][0], 1e-6)
-    for compiled, eager in zip(results[1][1], results[0][1]):
-        _close(compiled, eager, 1e-6)
+    _assert_compiled_equals_eager(model, torch.compile(model, backend="aot_eager"), x, 1e-6, 1e-6)
 
 
 @pytest.mark.parametrize("E,A", [(65, 8), (8, 70)])
@@ -210,14 +217,5 @@ def test_compiled_afm_fused_model_equals_eager(device):
     model = create_model("afm", field_dims, interaction="afm_fused", embed_dim=8, attn_dim=8,
                          dropout=0.3 if device == "cpu" else 0.0).to(device)
     x = random_ids(field_dims, 40).to(device)
-    results = []
     with torch._inductor.config.patch(fallback_random=True):
-        for run in (model, torch.compile(model)):
-            model.zero_grad(set_to_none=True)
-            torch.manual_seed(5)
-            logits = run(x)
-            logits.square().sum().backward()
-            results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
-    _close(results[1][0], results[0][0], 1e-5)
-    for compiled, eager in zip(results[1][1], results[0][1]):
-        _close(compiled, eager, 1e-4)
+        _assert_compiled_equals_eager(model, torch.compile(model), x, 1e-5, 1e-4)

@@ -74,9 +74,10 @@ def settings_label(record: dict) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(settings.items()))
 
 
-def lr_words(config: dict) -> str:
-    """'lr 0.001'; 'lr per row' for a tuned run that chose its lr and predates `tuning.budget`."""
-    return f"lr {config['lr']:g}" if "lr" in config else "lr per row"
+def lr_words(config: dict, between: str = " ") -> str:
+    """'lr 0.001' (`between` joins the name and value); 'lr per row' for a tuned run that chose its lr and
+    predates `tuning.budget`."""
+    return f"lr{between}{config['lr']:g}" if "lr" in config else f"lr{between}per row"
 
 
 def training_words(config: dict) -> str:
@@ -93,7 +94,7 @@ def training_words(config: dict) -> str:
 def training_label(record: dict) -> str:
     """The training settings every row of one quality table shares, in full."""
     config = base_config(record)
-    training = f"batch={config['batch_size']}, {lr_words(config).replace(' ', '=', 1)}, patience={config['patience']}"
+    training = f"batch={config['batch_size']}, {lr_words(config, '=')}, patience={config['patience']}"
     if config.get("weight_decay"):
         training += f", weight_decay={config['weight_decay']:g}"
     for name in ("embedding_regularizer", "net_regularizer"):
