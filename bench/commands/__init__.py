@@ -1,5 +1,5 @@
 """Command line: `ctrbench run | tune | leaderboard | results | list | attention | gate | gate-baseline | download
-| measure` (also `python -m ctrbench ...`). Every command lives in this package; the libraries below never
+| measure | reproduce` (also `python -m ctrbench ...`). Every command lives in this package; the libraries below never
 parse arguments."""
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .arguments import (
 )
 from .attention import add_attention_parser
 from .measure import add_measure_parser
+from .reproduce import add_reproduce_parser
 from .tune import add_tune_parser
 
 DEFAULT_RESULTS = Path("results")
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_run_parser, add_tune_parser, add_leaderboard_parser, add_results_parser, add_list_parser,
                 add_attention_parser, add_gate_parser, add_gate_baseline_parser, add_download_parser,
-                add_measure_parser):
+                add_measure_parser, add_reproduce_parser):
         add(commands)
     return parser
 

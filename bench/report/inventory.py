@@ -150,12 +150,36 @@ def archive(results_dir: Path, entries: list[Stored], today: str | None = None) 
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(source), str(destination))
             moved.append(destination)
-            lines.append(f"| {today} | `{today}/{path.as_posix()}` | {entry.kind} | {entry.what} | {entry.stale} |")
-    if lines:
-        index = results_dir / ARCHIVE / "index.md"
-        head = ("# Archived results\n\nMoved here by `ctrbench results --archive`: results of code that no longer "
-                "exists, or superseded by newer results of the same kind. The leaderboard never reads this folder.\n\n"
-                "| archived | file | kind | dataset or device | why |\n|---|---|---|---|---|\n")
-        old = index.read_text() if index.is_file() else head
-        write_text_atomic(index, old + "\n".join(lines) + "\n")
+            lines.append(index_line(today, path, entry.kind, entry.what, entry.stale))
+    append_to_index(results_dir, lines)
     return moved
+
+
+def archive_copy(results_dir: Path, path: Path, kind: str, what: str, why: str, today: str | None = None) -> Path:
+    """Copy one file (relative to the results folder) to RESULTS/archive/<date>/ before its writer replaces
+    it, and index it; returns the copy. A crash between the two leaves the old file in one place or both."""
+    results_dir = Path(results_dir)
+    today = today or datetime.date.today().isoformat()
+    destination = results_dir / ARCHIVE / today / path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(results_dir / path, destination)
+    append_to_index(results_dir, [index_line(today, path, kind, what, why)])
+    return destination
+
+
+def index_line(today: str, path: Path, kind: str, what: str, why: str) -> str:
+    return f"| {today} | `{today}/{Path(path).as_posix()}` | {kind} | {what} | {why} |"
+
+
+def append_to_index(results_dir: Path, lines: list[str]) -> None:
+    if not lines:
+        return
+    index = results_dir / ARCHIVE / "index.md"
+    head = ("# Archived results\n\nMoved here by `ctrbench results --archive` (results of code that no longer "
+            "exists, or superseded by newer results of the same kind) and copied here by `ctrbench reproduce "
+            "--replace` (records replaced by their re-made run). The leaderboard never reads this folder.\n\n"
+            "| archived | file | kind | dataset or device | why |\n|---|---|---|---|---|\n")
+    old = index.read_text() if index.is_file() else head
+    _, separator, rows = old.partition("|---|---|---|---|---|\n")
+    old = head + rows if separator else old                 # the head as this code words it, the rows kept
+    write_text_atomic(index, old + "\n".join(lines) + "\n")

@@ -9,13 +9,14 @@ from ctrbench.files import write_text_atomic
 
 SCHEMA = 1
 # What `protocol.run_one` writes (and the tuner adds: `tuned` in the key, `tuning` beside it; `run_grid` adds
-# `interaction_choice` to a run whose implementation `--interactions auto` picked).
+# `interaction_choice` to a run whose implementation `--interactions auto` picked; `ctrbench reproduce` adds
+# `reproduces`, what the record it re-made said).
 RECORD_KEYS = frozenset({
     "schema", "kind", "key", "dataset", "dataset_options", "model", "interaction", "hparams", "seed", "config",
     "device", "world_size", "compile", "tuned", "tuning", "embedding_optimizer", "field_dims", "rows", "data_path",
     "test", "validation", "best_epoch", "epochs_run", "history", "train_samples_per_s", "inference_samples_per_s",
     "warmup_seconds", "wall_seconds", "memory", "parameters", "running_backend", "backend", "environment",
-    "interaction_choice"})
+    "interaction_choice", "reproduces"})
 
 
 def read_document(path: Path, kind: str, keys: frozenset[str], schema: int = 1, lists: tuple[str, ...] = ()) -> dict:
