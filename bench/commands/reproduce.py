@@ -29,6 +29,8 @@ def add_reproduce_parser(commands) -> None:
     parser.add_argument("--dataset", help="only records of this dataset")
     parser.add_argument("--models", type=comma_list, help="only records of these models (comma-separated)")
     parser.add_argument("--limit", type=int, help="re-make at most this many (default: all selected)")
+    parser.add_argument("--list", action="store_true",
+                        help="only list the selected records and the training time they took when stored")
     parser.add_argument("--replace", action="store_true",
                         help="store each re-made record in place of the stored one (archived first)")
     parser.add_argument("--data-dir", type=Path, help="where the dataset files are (default: $CTRBENCH_DATA_DIR, "
@@ -80,6 +82,14 @@ def command_reproduce(args) -> int:
     chosen = selected(args)
     if not chosen:
         print("no stored record matches: nothing to re-make")
+        return 0
+    if args.list:
+        for path, record in chosen:
+            print(f"{path}: {record['dataset']} {record['model']}/{record['interaction']} seed {record['seed']}, "
+                  f"commit {short_commit((record.get('environment') or {}).get('git_commit'))}, "
+                  f"{record['wall_seconds']:.0f} s")
+        hours = sum(record["wall_seconds"] for _, record in chosen) / 3600
+        print(f"{len(chosen)} record(s), {hours:.2f} h of training when they were made")
         return 0
     context = RunContext(progress=not args.quiet, threads=args.threads)
     results_dir = Path(args.results_dir)

@@ -4,6 +4,7 @@ date, and whether the front page may cite it; and the archive, where results of 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
@@ -172,9 +173,17 @@ def index_line(today: str, path: Path, kind: str, what: str, why: str) -> str:
 
 
 def append_to_index(results_dir: Path, lines: list[str]) -> None:
+    """Add rows to RESULTS/archive/index.md; one writer at a time (two `reproduce --replace` may share a folder)."""
     if not lines:
         return
     index = results_dir / ARCHIVE / "index.md"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    with open(index.parent / ".index.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _append_rows(index, lines)
+
+
+def _append_rows(index: Path, lines: list[str]) -> None:
     head = ("# Archived results\n\nMoved here by `ctrbench results --archive` (results of code that no longer "
             "exists, or superseded by newer results of the same kind) and copied here by `ctrbench reproduce "
             "--replace` (records replaced by their re-made run). The leaderboard never reads this folder.\n\n"
