@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ctrbench.commands import main
+from ctrbench.report.provenance import reproduced_label
 from ctrbench.store.records import read_record, write_record
 from ctrbench.training.protocol import Grid, run_grid
 from ctrbench.training.reproduce import remake, spec_of, untraceable
@@ -89,7 +90,21 @@ def test_replace_swaps_only_the_untraceable_record_after_archiving_it(stored, tm
     archived = list((results / "archive").rglob(paths[0].name))
     assert len(archived) == 1 and json.loads(archived[0].read_text()) == old
     assert "replaced by its re-made run" in (results / "archive" / "index.md").read_text()
-    assert (results / "leaderboard.md").is_file()
+    page = (results / "leaderboard" / "quality-purchase.md").read_text()
+    assert "1 of them re-made by `ctrbench reproduce` from records of `000000000000+dirty`: all identical" in page
+
+
+def test_the_pages_say_how_remade_records_compare():
+    def remade(auc, epoch=3):
+        return {"test": {"auc": auc, "logloss": 0.5}, "best_epoch": epoch,
+                "reproduces": {"git_commit": "a" * 40 + "+dirty", "test": {"auc": 0.7, "logloss": 0.5},
+                               "best_epoch": 3}}
+    assert reproduced_label([{"test": {"auc": 0.7}}]) == ""
+    assert reproduced_label([remade(0.7), {"test": {"auc": 0.7}}]).endswith(
+        "1 of them re-made by `ctrbench reproduce` from records of `aaaaaaaaaaaa+dirty`: all identical (test AUC, "
+        "logloss, best epoch)")
+    assert reproduced_label([remade(0.7), remade(0.7012), remade(0.7, epoch=4)]).endswith(
+        "1 identical, the largest test-AUC change 0.0012")
 
 
 @pytest.mark.parametrize("change, reason", [

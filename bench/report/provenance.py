@@ -42,6 +42,22 @@ def codes_label(environments: list[dict]) -> str:
     return "; ".join(f"{label} ({count})" if len(counts) > 1 else label for label, count in counts.most_common())
 
 
+def reproduced_label(records: list[dict]) -> str:
+    """'; 12 of them re-made by `ctrbench reproduce` from records of code not recorded (...): all identical', or
+    '' where none was: a re-made record's own commit is in the code label, this says what it replaced."""
+    remade = [r for r in records if r.get("reproduces")]
+    if not remade:
+        return ""
+    same = sum(r["test"] == r["reproduces"]["test"] and r["best_epoch"] == r["reproduces"]["best_epoch"]
+               for r in remade)
+    largest = max(abs(r["test"]["auc"] - r["reproduces"]["test"]["auc"]) for r in remade)
+    commits = sorted({short_commit(r["reproduces"].get("git_commit")) for r in remade})
+    shown = ", ".join(f"`{c}`" for c in commits[:3]) + (f" and {len(commits) - 3} more" if len(commits) > 3 else "")
+    outcome = ("all identical (test AUC, logloss, best epoch)" if same == len(remade) else
+               f"{same} identical, the largest test-AUC change {largest:.4f}")
+    return f"; {len(remade)} of them re-made by `ctrbench reproduce` from records of {shown}: {outcome}"
+
+
 def machine_label(environment: dict | None) -> str:
     """'AMD EPYC (AVX-512)' or the GPU's name: a device class, as the pages group speed by it."""
     environment = environment or {}

@@ -16,7 +16,7 @@ from ctrbench.training.train import preset_config, preset_of
 from ctrbench.tuning.fields import PRUNE_FROM_BEFORE, figure_paths
 
 from .markdown import PairedTest, mean_std, paired_test, settings_table, table
-from .provenance import LOADED_MARK, code_label, codes_label, load_text, loaded
+from .provenance import LOADED_MARK, code_label, codes_label, load_text, loaded, reproduced_label
 
 # How the embedding tables were updated (absent from older records and from the default's config): kept
 # out of the training key so that "Embedding updates against dense Adam" can pair each strategy's runs
@@ -272,7 +272,8 @@ def table_settings(quality: QualityTable) -> dict:
                 if first.get("rows") else "?",
                 "machine": quality.key.machine, "training": training_label(first),
                 "tables updated by": quality.key.embedding, "tuning": quality.key.tuning or "untuned",
-                "code": codes_label([r.get("environment") or {} for r in quality.records]),
+                "code": codes_label([r.get("environment") or {} for r in quality.records])
+                + reproduced_label(quality.records),
                 "dates": date_range(quality.records)}
     return settings
 
