@@ -104,11 +104,11 @@ def command_reproduce(args) -> int:
                 raise ValueError(f"--replace stores a run under {results_dir}/runs only, and {path} is not there")
             fresh = remake(record, args.data_dir, context)
         except ValueError as error:
-            print(f"{what}: cannot re-make it here: {error}")
+            print(f"{what}: cannot re-make it here: {error} ({path})")
             failed.append(path)
             continue
         remade.append(fresh)
-        print(f"{what}: {outcome_text(fresh)}")
+        print(f"{what}: {outcome_text(fresh)}" + ("" if agreement(fresh)["identical"] else f" ({path})"))
         if args.replace:
             archive_copy(results_dir, inside.relative_to(results_dir), "run", record["dataset"],
                          f"replaced by its re-made run ({made} -> {short_commit(fresh['environment']['git_commit'])})")
