@@ -50,6 +50,8 @@ PEER_MODELS = {
     "deepctr_torch": ("deepctr_afm", "deepctr_autoint", "deepctr_dcnmix", "deepctr_deepfm", "deepctr_fm",
                       "deepctr_ipnn", "deepctr_nfm", "deepctr_xdeepfm"),
 }
+# The model of ctrbench's a peer's is compared with, where the names differ (peer name less its library prefix).
+OURS = {"dcn": "dcnv2", "dcnmix": "dcnv2"}
 # Training settings a space may search (ctrbench.tuning.spaces.TUNABLE_SETTINGS; not imported, which
 # would import the training package from the model registry).
 SETTINGS = ("embedding_regularizer", "net_regularizer", "weight_decay", "lr")
@@ -60,6 +62,16 @@ FLOAT32_EXACT = 2 ** 24
 def installed(library: str) -> bool:
     """Whether `library` ("torchfm" or "deepctr_torch") can be imported, without importing it."""
     return importlib.util.find_spec(library) is not None
+
+
+def ours_of(model: str) -> str | None:
+    """ctrbench's model that peer `model` is compared with ("torchfm_afm" -> "afm"); None for one of ours.
+    Plain string work: it names peers whose library is not installed here too (stored records)."""
+    prefix = next((f"{p}_" for p in LIBRARIES if model.startswith(f"{p}_")), None)
+    if prefix is None:
+        return None
+    name = model[len(prefix):]
+    return OURS.get(name, name)
 
 
 def missing_peers_hint() -> str | None:
@@ -89,7 +101,18 @@ BATCH_NORM = "BatchNorm in each hidden layer of the DNN"
 
 
 class _Adapter(nn.Module):
-    """What every adapter shares: ctrbench's field check and interaction "none" around `self.peer`."""
+    """What every adapter shares: ctrbench's field check and interaction "none" around `self.peer`.
+
+    DIFFERENCE says how the peer's model differs in algebra or cost from ctrbench's model it is compared
+    with (`ours_of`), "" where only details such as initialization do; the suite records it with the
+    peer's cells and the speed page prints it under its peer table. OURS_AS_PEER is the hyper-parameters
+    that make ctrbench's model compute the peer's algebra where its defaults do not; the suite times
+    ctrbench's model so configured beside the peer ({}: the defaults do, or no setting can: DIFFERENCE says
+    which).
+    """
+
+    DIFFERENCE = ""
+    OURS_AS_PEER: dict = {}
 
     def _setup(self, field_dims, interaction) -> None:
         self.fields = FieldIds(field_dims)
@@ -137,6 +160,8 @@ if installed("torchfm"):
         dropout defaults to 0, not ctrbench's 0.2: torchfm's AFM layer calls `F.dropout(..., p)` without
         `training=`, so its dropout also runs in eval mode and would make every evaluation random.
         """
+
+        DIFFERENCE = "no dropout (ctrbench's afm: 0.2 on the attention weights)"
 
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16, attn_dim: int = 16,
                      dropout: float = 0.0):
@@ -197,6 +222,10 @@ if installed("torchfm"):
         Wang et al. 2017's first DCN, cross network in parallel with an MLP; defaults and space: dcnv2's.
         """
 
+        DIFFERENCE = ("DCN v1: each cross layer is x_0 (w·x_l) + b + x_l, one weight vector of D = F·E values, where "
+                      "dcnv2's default has one full-rank D × D matrix per layer (D² values); ctrbench has no DCN v1, "
+                      "so no like-for-like cell")
+
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16, cross_layers: int = 4,
                      hidden: tuple[int, ...] = (400, 400, 400), dropout: float = 0.4):
             super().__init__()
@@ -239,6 +268,9 @@ if installed("torchfm"):
         torchfm's MLP always has BatchNorm (ctrbench's ipnn defaults to none), so ipnn's batch_norm is not
         in its space.
         """
+
+        DIFFERENCE = "BatchNorm in every hidden layer (torchfm's MLP always has it; ctrbench's ipnn defaults to none)"
+        OURS_AS_PEER = {"batch_norm": True}
 
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16,
                      hidden: tuple[int, ...] = (400, 400, 400), dropout: float = 0.3):
@@ -335,6 +367,8 @@ if installed("deepctr_torch"):
         attention weights).
         """
 
+        DIFFERENCE = "dropout 0, on the pooled vector (ctrbench's afm: 0.2 on the attention weights)"
+
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16, attn_dim: int = 16,
                      dropout: float = 0.0):
             super().__init__()
@@ -346,6 +380,8 @@ if installed("deepctr_torch"):
     }, space=nfm.SEARCH_SPACE)
     class DeepCTRNFM(_DeepCTR):
         """DeepCTR-Torch's NFM (its DNN has no BatchNorm). x: LongTensor (B, F) -> logits (B,)."""
+
+        DIFFERENCE = "no BatchNorm (ctrbench's nfm: on the pooled vector and in each hidden layer)"
 
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16, hidden: tuple[int, ...] = (64,),
                      dropout: float = 0.2):
@@ -374,6 +410,10 @@ if installed("deepctr_torch"):
 
         Cross network parallel to a DNN; defaults and space: dcnv2's (the rank: DeepCTR's 32).
         """
+
+        DIFFERENCE = ("a mixture of 4 low-rank experts (rank 32) per cross layer, where dcnv2's default has one "
+                      "full-rank D × D matrix (D = F·E)")
+        OURS_AS_PEER = {"low_rank": 32, "experts": 4}
 
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16, cross_layers: int = 4,
                      hidden: tuple[int, ...] = (400, 400, 400), dropout: float = 0.4, low_rank: int = 32,
@@ -408,6 +448,10 @@ if installed("deepctr_torch"):
 
         Residual multi-head self-attention layers over the fields, plus DeepCTR's linear term.
         """
+
+        DIFFERENCE = ("attention width = the embedding size, 16 (DeepCTR fixes it; ctrbench's autoint defaults to 128, "
+                      "BARS's best Frappe trial), a residual projection in every layer, and a linear term")
+        OURS_AS_PEER = {"attn_dim": 16}
 
         def __init__(self, field_dims, interaction="none", embed_dim: int = 16, num_layers: int = 6,
                      num_heads: int = 4, hidden: tuple[int, ...] = (), dropout: float = 0.0):

@@ -2,15 +2,16 @@
 models where the algebra is the same, and a `ctrbench run` beside ours. Needs `pip install -e ".[peers]"`;
 CI does not install it, so all but the first test skip there."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from ctrbench.commands import main
-from ctrbench.measure.cells import random_ids
-from ctrbench.models import create_model, list_models
-from ctrbench.models.peers import PEER_MODELS, installed, missing_peers_hint
+from ctrbench.measure.cells import SHAPES, ModelCell, model_cells, random_ids
+from ctrbench.models import create_model, list_models, model_entry
+from ctrbench.models.peers import PEER_MODELS, installed, missing_peers_hint, ours_of
 
 HAVE_TORCHFM, HAVE_DEEPCTR = installed("torchfm"), installed("deepctr_torch")
 needs_torchfm = pytest.mark.skipif(not HAVE_TORCHFM, reason='torchfm is not installed (pip install -e ".[peers]")')
@@ -287,3 +288,42 @@ def test_the_embedding_regularizer_takes_deepctrs_per_field_tables(model_name):
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+def _train_flops(model, field_dims, x, **hparams) -> int:
+    """FLOPs of forward + backward as torch's FlopCounterMode counts them (the suite's `flops` column)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    module = create_model(model, field_dims, interaction=model_entry(model).default_interaction, **hparams)
+    with FlopCounterMode(display=False) as counter:
+        module(x).sum().backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("model_name", each(PEERS))
+def test_a_peer_that_computes_otherwise_than_ours_says_so_and_our_twin_computes_as_it(model_name):
+    """At the Criteo shape: a peer whose FLOPs are not within 25% of ctrbench's default model declares a
+    DIFFERENCE, and where it declares OURS_AS_PEER our model so configured is within 25% of the peer."""
+    field_dims = SHAPES["criteo"]()
+    x = random_ids(field_dims, 16)
+    adapter, ours = model_entry(model_name).builder, ours_of(model_name)
+    peer = _train_flops(model_name, field_dims, x)
+    default = _train_flops(ours, field_dims, x)
+    if peer == default == 0:                      # FM's sum of squares: no matrix product to count
+        return
+    if not 0.8 <= default / peer <= 1.25:
+        assert adapter.DIFFERENCE, f"{model_name}: {default / peer:.2f}× ctrbench's FLOPs, no DIFFERENCE declared"
+    if adapter.OURS_AS_PEER:
+        twin = _train_flops(ours, field_dims, x, **adapter.OURS_AS_PEER)
+        assert 0.8 <= twin / peer <= 1.25, f"{model_name}: ours as the peer computes {twin / peer:.2f}× its FLOPs"
+
+
+@needs_both
+def test_the_suite_times_ours_configured_as_each_differing_peer():
+    quick = model_cells("quick")
+    twin = ModelCell("autoint", "none", "criteo", 1024, "train", config=(("attn_dim", 16),))
+    assert twin in quick and replace(twin, compile=True) not in quick
+    assert ModelCell("dcnv2", "none", "criteo", 1024, "inference", config=(("low_rank", 32), ("experts", 4))) in quick
+    assert sum(1 for c in quick if c.model == "ipnn" and c.config) == 4      # 2 shapes x 2 modes, once for 1 peer
+    info = next(c for c in quick if c.model == "deepctr_autoint").info()
+    assert info["ours_as_peer"] == {"attn_dim": 16} and "attention width" in info["difference"]
+    assert "difference" not in next(c for c in quick if c.model == "torchfm_fm").info()

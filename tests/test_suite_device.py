@@ -124,6 +124,21 @@ def tiny_shape(monkeypatch):
     monkeypatch.setitem(cells.SHAPES, "tiny", lambda: [3, 4, 5, 2])
 
 
+def test_a_configured_model_cell_builds_the_model_so_and_says_so(tiny_shape):
+    cell = ModelCell("autoint", "none", "tiny", 32, "train", config=(("attn_dim", 8), ("num_layers", 2)))
+    assert cell_id(cell) == "autoint-none-tiny-32-train-attn_dim=8,num_layers=2"
+    assert cell.info()["config"] == {"attn_dim": 8, "num_layers": 2} and cell.group == "model tiny B=32 train"
+    assert "config" not in ModelCell("autoint", "none", "tiny", 32, "train").info()
+    step = cells.model_step(cell)
+    trained = {id(p) for group in step.optimizer.param_groups for p in group["params"]}
+    torch.manual_seed(0)
+    expected = cells.create_model("autoint", [3, 4, 5, 2], interaction="none", attn_dim=8, num_layers=2)
+    assert len(trained) == len(list(expected.parameters()))
+    assert sum(p.numel() for group in step.optimizer.param_groups for p in group["params"]) == \
+        sum(p.numel() for p in expected.parameters()) != \
+        sum(p.numel() for p in cells.create_model("autoint", [3, 4, 5, 2], interaction="none").parameters())
+
+
 def test_compiled_model_cells_equal_eager(tiny_shape):
     for mode in ("train", "inference"):
         results = []
@@ -348,9 +363,31 @@ def test_the_peers_models_are_timed_against_ctrbench_default_and_fastest_impleme
     part = page.split("## Speed: ctrbench against the peers")[1].split("\n## ")[0]
     # 1024 / 0.04 s; ctrbench's triu_index (default) 2x the peer's speed, afm_kernel 10x
     assert "| criteo (39 fields), train, B=1024 | afm | torchfm_afm | 25,600 | triu_index: 51,200 (×2.00) | " \
-           "afm_kernel: 256,000 (×10.00) |" in part
+           "afm_kernel: 256,000 (×10.00) | – | – |" in part
     assert "| afm | deepctr_afm | 102,400 | triu_index: 51,200 (×0.50) | afm_kernel: 256,000 (×2.50) |" in part
-    assert "dcnmix" not in part
+    assert "dcnmix" not in part and "≠" not in part.split("|---")[1]      # no peer here declares a difference
+
+
+def test_a_peer_whose_algebra_differs_is_marked_and_set_beside_ours_configured_as_it(tmp_path):
+    results = tmp_path / "results"
+    matched = {"low_rank": 32, "experts": 4}
+    write_run(results, "0001_cpu.json", [
+        model_bench("dcnv2", "none", 0.02, flops=4 * 10**9),
+        model_bench("dcnv2", "none", 0.01, flops=10**9, config=matched),       # ours configured as the peer
+        model_bench("dcnv2", "none", 0.001, config={"low_rank": 8}),          # a configuration no peer names
+        model_bench("deepctr_dcnmix", "none", 0.016, flops=2 * 10**9, ours_as_peer=matched,
+                    difference="a mixture of low-rank experts"),
+        model_bench("torchfm_dcn", "none", 0.008, flops=10**9, difference="DCN v1, rank-1 crosses")],
+        "cpu", "AMD EPYC")
+    pages, problems = render_pages(results)
+    assert problems == []
+    page = next(squash(text) for text in pages.values() if "# Speed and memory on AMD EPYC" in text)
+    part = page.split("## Speed: ctrbench against the peers")[1].split("\n## ")[0]
+    assert "| dcnv2 | deepctr_dcnmix ≠ | 64,000 | none: 51,200 (×0.80) | none: 51,200 (×0.80) | " \
+           "low_rank=32,experts=4: 102,400 (×1.60) | 2.00 / 0.50 |" in part
+    assert "| dcnv2 | torchfm_dcn ≠ | 128,000 | none: 51,200 (×0.40) | none: 51,200 (×0.40) | – | 4.00 |" in part
+    assert "- `deepctr_dcnmix`: a mixture of low-rank experts." in part and "- `torchfm_dcn`: DCN v1" in part
+    assert "low_rank=8" not in page and "102,400 (×" not in page.split("## Speed: whole models")[1].split("\n## ")[0]
 
 
 def test_a_killed_gpu_session_is_rendered_from_its_cell_file(tmp_path):

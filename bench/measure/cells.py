@@ -27,6 +27,7 @@ from ctrbench.models import (
     running_backend,
 )
 from ctrbench.models.layers import PairAttention, attention_pooled_pairs
+from ctrbench.models.peers import ours_of
 from ctrbench.pairs import num_pairs
 from ctrbench.training.embedding_updates import DEFAULT as DEFAULT_UPDATE
 from ctrbench.training.embedding_updates import build_optimizer, list_embedding_updates
@@ -126,6 +127,9 @@ class ModelCell:
     compile: bool = False   # the model under torch.compile (the optimizer step stays eager)
     rows: int | None = None  # embedding rows on Criteo's layout (vocab_field_dims); None: the shape's own
     embedding_optimizer: str = DEFAULT_UPDATE   # how the train step updates the tables (training.embedding_updates)
+    # ((hyper-parameter, value), ...) set other than the model's defaults: ctrbench's model configured as a
+    # peer's (the peer adapter's OURS_AS_PEER); () for the defaults
+    config: tuple = ()
 
     @property
     def group(self) -> str:
@@ -138,14 +142,26 @@ class ModelCell:
 
     def info(self) -> dict:
         field_dims = self.field_dims()
-        return {"cell": "model", **cell_fields(self), "num_fields": len(field_dims), "vocab_rows": sum(field_dims),
+        info = {"cell": "model", **cell_fields(self), "num_fields": len(field_dims), "vocab_rows": sum(field_dims),
                 "embedding_optimizer": self.embedding_optimizer}
+        if ours_of(self.model):   # stored with the peer's cell: the page reads them where the peer is not installed
+            adapter = model_entry(self.model).builder
+            if getattr(adapter, "DIFFERENCE", ""):
+                info["difference"] = adapter.DIFFERENCE
+            if getattr(adapter, "OURS_AS_PEER", {}):
+                info["ours_as_peer"] = dict(adapter.OURS_AS_PEER)
+        return info
 
 
 def cell_fields(cell) -> dict:
-    """The cell's fields for extra_info; `compile`, `rows` and `embedding_optimizer` only where set (not
-    the default), so the records and ids of cells made before them read as before."""
+    """The cell's fields for extra_info; `compile`, `rows`, `embedding_optimizer` and `config` only where set
+    (not the default), so the records and ids of cells made before them read as before."""
     fields = asdict(cell)
+    if "config" in fields:
+        if fields["config"]:
+            fields["config"] = dict(fields["config"])
+        else:
+            del fields["config"]
     if not fields["compile"]:
         del fields["compile"]
     if fields.get("rows", 0) is None:
@@ -157,8 +173,13 @@ def cell_fields(cell) -> dict:
 
 def cell_id(cell) -> str:
     """pytest's id of a cell: its fields joined by '-', with '-compiled' on compiled cells only."""
-    return "-".join(str(v) for k, v in cell_fields(cell).items() if k != "compile") + (
-        "-compiled" if cell.compile else "")
+    return "-".join(config_text(v) if k == "config" else str(v) for k, v in cell_fields(cell).items()
+                    if k != "compile") + ("-compiled" if cell.compile else "")
+
+
+def config_text(config: dict) -> str:
+    """{"low_rank": 32, "experts": 4} -> "low_rank=32,experts=4" (a cell's id, a table's label)."""
+    return ",".join(f"{name}={value}" for name, value in config.items())
 
 
 def runs_on(name: str, device_type: str) -> bool:
@@ -266,16 +287,35 @@ def vocab_cells(profile: str, device_type: str = "cpu") -> list[ModelCell]:
             for rows in VOCAB_ROWS for model in list_models() for strategy in list_embedding_updates()]
 
 
+def as_peer_cells(cells: list[ModelCell]) -> list[ModelCell]:
+    """For each peer model among `cells` whose adapter declares OURS_AS_PEER (models/peers.py): ctrbench's
+    model configured so, with its default implementation, at the peer cell's shape, batch and mode: the
+    like-for-like cell beside the peer's (two peers of one configuration share it)."""
+    found = []
+    for cell in cells:
+        ours = ours_of(cell.model)
+        settings = getattr(model_entry(cell.model).builder, "OURS_AS_PEER", {}) if ours else {}
+        if settings:
+            twin = ModelCell(ours, model_entry(ours).default_interaction, cell.shape, cell.batch, cell.mode,
+                             config=tuple(settings.items()))
+            if twin not in found:
+                found.append(twin)
+    return found
+
+
 def model_cells(profile: str, device_type: str = "cpu", compile: str = "auto") -> list[ModelCell]:
     kind = "cpu" if device_type == "cpu" else "gpu"
     cells = [ModelCell(model, interaction, shape, batch, mode) for shape, batch in MODEL_SHAPES[kind, profile]
              for mode in ("train", "inference") for model, interaction in model_pairs(device_type)]
+    cells += as_peer_cells(cells)
     cells += vocab_cells(profile, device_type)
     chosen_pairs = compiled_pairs(device_type)
 
     def chosen(cell: ModelCell) -> bool:
         if compile != "auto":
             return compile == "all"
+        if cell.config:           # a like-for-like cell is read beside its peer's eager cell only
+            return False
         if profile == "full":
             return (cell.model, cell.interaction) in chosen_pairs
         if (cell.model, cell.interaction, cell.mode) == ("afm", "triu_index", "train") and not cell.rows:
@@ -391,7 +431,7 @@ def model_step(cell: ModelCell, device: str = "cpu") -> Callable[[], torch.Tenso
     model's pairwise product (running_backend)."""
     torch.manual_seed(0)
     field_dims = cell.field_dims()
-    module = create_model(cell.model, field_dims, interaction=cell.interaction).to(device)
+    module = create_model(cell.model, field_dims, interaction=cell.interaction, **dict(cell.config)).to(device)
     model = compiled(module) if cell.compile else module
     x = random_ids(field_dims, cell.batch).to(device)
     backend = running_backend(module, device)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ctrbench.models import model_entry
+from ctrbench.models.peers import ours_of
 from ctrbench.training.train import preset_config, preset_of
 from ctrbench.tuning.fields import PRUNE_FROM_BEFORE, figure_paths
 
@@ -492,20 +493,6 @@ def main_job_lines(tables: list[QualityTable], link: str) -> list[str]:
         f"[Its table with every model]({link}).", "",
         table(body, ["model", "interaction", "test AUC mean ± std (n)", "Δ AUC vs best (paired t)", "best/run epochs",
                      "train samples/s"]), ""]
-
-
-# A peer library's model (`models/peers.py`) against ctrbench's model of the same algebra.
-PEER_PREFIXES = ("torchfm_", "deepctr_")
-PEER_OURS = {"dcn": "dcnv2", "dcnmix": "dcnv2"}
-
-
-def ours_of(model: str) -> str | None:
-    """ctrbench's model that peer `model` implements ("torchfm_afm" -> "afm"); None for one of ours."""
-    prefix = next((p for p in PEER_PREFIXES if model.startswith(p)), None)
-    if prefix is None:
-        return None
-    name = model[len(prefix):]
-    return PEER_OURS.get(name, name)
 
 
 def peer_rows(tables: list[QualityTable], dataset: str) -> list[list[str]]:

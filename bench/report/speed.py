@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctrbench.measure import suite_cells
+from ctrbench.measure.cells import config_text
 from ctrbench.models import model_entry
+from ctrbench.models.peers import ours_of
 from ctrbench.store.environment import is_loaded
 
 from .markdown import mib, slug, table
 from .provenance import LOADED_MARK, LOADED_NOTE, code_label, load_text, machine_label
-from .quality import ours_of
 
 SPEED_REFERENCE = "loop_gather"
 MiB = 2 ** 20
@@ -173,8 +174,11 @@ def environment_lines(run: BenchmarkRun) -> list[str]:
     return lines + [""]
 
 
-def by_cell(benchmarks: list[dict], cell: str) -> list[dict]:
-    return [b for b in benchmarks if b.get("extra_info", {}).get("cell") == cell]
+def by_cell(benchmarks: list[dict], cell: str, configured: bool = False) -> list[dict]:
+    """The benchmarks of one kind of cell. A model cell with a `config` (ctrbench's model configured as a
+    peer's) only with `configured`: it is read beside its peer, not as the model's own row."""
+    return [b for b in benchmarks if b.get("extra_info", {}).get("cell") == cell
+            and (configured or not b["extra_info"].get("config"))]
 
 
 def is_compiled(bench: dict) -> bool:
@@ -224,16 +228,19 @@ def speed_section(benchmarks: list[dict], where: str = "", reference: str = SPEE
 
 
 def peer_speed_section(benchmarks: list[dict], where: str = "") -> list[str]:
-    """Each peer library's model (`pip install -e ".[peers]"`) against ctrbench's model of the same algebra,
-    whole-model cells of one session: the peer's samples/s, then ctrbench's default implementation's and its
-    fastest one's (of the implementations that ran their own code), each with its speed over the peer's."""
-    models = [b for b in by_cell(benchmarks, "model")
-              if not is_vocab_cell(b) and not is_compiled(b) and not fallback(b)]
+    """Each peer library's model (`pip install -e ".[peers]"`) against ctrbench's model it is compared with,
+    whole-model cells of one session: the peer's samples/s, then ctrbench's default implementation's, its
+    fastest one's (of the implementations that ran their own code) and, where the peer's algebra differs and
+    a setting of ours can match it, ctrbench's model so configured, each with its speed over the peer's; then
+    the FLOPs of ours over the peer's, and under the table how each differing peer differs."""
+    eager = [b for b in by_cell(benchmarks, "model", configured=True)
+             if not is_vocab_cell(b) and not is_compiled(b) and not fallback(b)]
+    models = [b for b in eager if not b["extra_info"].get("config")]
     where_of = lambda b: (b["extra_info"]["shape"], b["extra_info"]["mode"], b["extra_info"]["batch"])  # noqa: E731
-    rows = []
+    rows, differences = [], {}
     for peer in sorted((b for b in models if ours_of(b["extra_info"]["model"])),
                        key=lambda b: (where_of(b), ours_of(b["extra_info"]["model"]), b["extra_info"]["model"])):
-        base = ours_of(peer["extra_info"]["model"])
+        base, name = ours_of(peer["extra_info"]["model"]), peer["extra_info"]["model"]
         ours = [b for b in models if b["extra_info"]["model"] == base and where_of(b) == where_of(peer)]
         if not ours:
             continue
@@ -241,27 +248,58 @@ def peer_speed_section(benchmarks: list[dict], where: str = "") -> list[str]:
         default = next((b for b in ours if b["extra_info"]["interaction"] == model_entry(base).default_interaction),
                        None)
         fastest = min(ours, key=lambda b: b["stats"]["median"])
+        matched = peer["extra_info"].get("ours_as_peer")
+        as_peer = next((b for b in eager if matched and b["extra_info"]["model"] == base
+                        and where_of(b) == where_of(peer) and b["extra_info"].get("config") == matched), None)
+        if peer["extra_info"].get("difference"):
+            differences[name] = peer["extra_info"]["difference"]
         shape, mode, _ = where_of(peer)
         rows.append([f"{shape} ({peer['extra_info']['num_fields']} fields), {mode}, B={batch}", base,
-                     peer["extra_info"]["model"], f"{batch / peer_median:,.0f}{cell_marks(peer)}",
-                     _versus(default, peer_median), _versus(fastest, peer_median)])
+                     name + (f" {DIFFERS_MARK}" if name in differences else ""),
+                     f"{batch / peer_median:,.0f}{cell_marks(peer)}", _versus(default, peer_median),
+                     _versus(fastest, peer_median), _versus(as_peer, peer_median, config=True),
+                     _flops_over(peer, default, as_peer)])
     if not rows:
         return []
+    notes = [f"- `{name}`: {text}." for name, text in sorted(differences.items())]
     return [f"## Speed: ctrbench against the peers{where}", "",
             "The peers' own models (torchfm, DeepCTR-Torch: `pip install -e \".[peers]\"`) fed the same ids, "
-            "against ctrbench's model of the same algebra with its default implementation and with its fastest "
-            "one, in the same session and shape: samples/s, and in brackets ctrbench's speed over the peer's "
-            "(above 1: ctrbench faster). Eager steps; the train step is forward, backward and Adam step.", "",
+            "against ctrbench's model of the same name (`dcnv2` for the DCNs) with its default implementation and "
+            "with its fastest one, in the same session and shape: samples/s, and in brackets ctrbench's speed over "
+            "the peer's (above 1: ctrbench faster). Eager steps; the train step is forward, backward and Adam step. "
+            f"`{DIFFERS_MARK}`: the peer's algebra or cost differs from ctrbench's default configuration (how: "
+            "below the table); where a setting of ours matches it, `as the peer` is ctrbench's model so configured "
+            "(same session). `FLOPs ours/peer`: the train or inference step's FLOPs as torch's FlopCounterMode "
+            "counts them (matrix products and convolutions; not elementwise work or norms), ctrbench's default "
+            "over the peer's, then as the peer over the peer's: a deterministic check on how much each "
+            "computes.", "",
             table(rows, ["shape, mode", "model", "peer", "peer samples/s", "ctrbench default (× peer)",
-                         "ctrbench fastest (× peer)"]), ""]
+                         "ctrbench fastest (× peer)", "ctrbench as the peer (× peer)", "FLOPs ours/peer"]), ""] + (
+        ["How the marked peers differ from ctrbench's default configuration:", "", *notes, ""] if notes else [])
 
 
-def _versus(bench: dict | None, peer_median: float) -> str:
-    """'implementation: samples/s (× its speed over the peer's)' of one of ctrbench's cells."""
+DIFFERS_MARK = "≠"
+
+
+def _versus(bench: dict | None, peer_median: float, config: bool = False) -> str:
+    """'implementation: samples/s (× its speed over the peer's)' of one of ctrbench's cells; with `config`, the
+    cell's settings in place of its implementation."""
     if bench is None:
         return "–"
     info, median = bench["extra_info"], bench["stats"]["median"]
-    return f"{info['interaction']}: {info['batch'] / median:,.0f} (×{peer_median / median:.2f})"
+    label = config_text(info["config"]) if config else info["interaction"]
+    return f"{label}: {info['batch'] / median:,.0f} (×{peer_median / median:.2f})"
+
+
+def _flops_over(peer: dict, default: dict | None, as_peer: dict | None) -> str:
+    """'ours/peer FLOPs' of ctrbench's default cell, then of its as-the-peer cell: "23.01 / 0.89"; "–" where
+    the peer's count is missing or 0 (FM's sum of squares has no matrix product)."""
+    peer_flops = peer["extra_info"].get("flops")
+    if not peer_flops:
+        return "–"
+    ratios = [f"{b['extra_info']['flops'] / peer_flops:.2f}" if b and b["extra_info"].get("flops") is not None else "–"
+              for b in ([default, as_peer] if as_peer else [default])]
+    return " / ".join(ratios)
 
 
 def wide_table(cells: list[dict], row_key: str, column_key: str, column_label: str,
