@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -436,3 +437,27 @@ def test_the_commit_info_of_stored_benchmarks_ignores_results(monkeypatch):
     assert hook(None)["dirty"] is False
     monkeypatch.setattr(environment, "git_commit", lambda: "abc123+dirty")
     assert hook(None)["dirty"] is True
+
+
+def test_a_noisy_cell_is_marked_and_the_page_says_what_the_mark_means(tmp_path):
+    results = tmp_path / "results"
+    steady, noisy = model_bench("fm", "sum_square", 0.001), model_bench("fm", "triu_index", 0.004)
+    steady["stats"]["iqr"], noisy["stats"]["iqr"] = 0.0001, 0.0012        # 10% and 30% of the median
+    write_run(results, "0001_cpu.json", [steady, noisy, model_bench("fm", "loop_gather", 0.008)], "cpu", "AMD EPYC")
+    pages, problems = render_pages(results)
+    assert problems == []
+    page = next(squash(text) for text in pages.values() if "# Speed and memory on AMD EPYC" in text)
+    models = page.split("## Speed: whole models")[1].split("\n## ")[0]
+    # columns: loop_gather, sum_square, triu_index
+    assert "| fm | 128,000 (×1.00) | 1,024,000 (×8.00) | 256,000 (×2.00) ≈ |" in models
+    assert "≈: a noisy cell, its rounds' interquartile range above 20% of their median" in page
+
+
+def test_the_front_page_marks_a_ratio_with_a_noisy_cell_behind_it():
+    from ctrbench.report import leaderboard, speed
+    step = speed.FastestStep(39, 1024, "afm_kernel", 20000.0, 7.5, 4.8, None, None, peer="deepctr_afm", over_peer=5.0,
+                             noisy=frozenset({"peer"}))
+    row = leaderboard.implementation_row("AMD EPYC", step, "[details]", 2)
+    assert row[4:8] == ["20,000", "×7.50", "×4.80", "×5.00 (deepctr_afm) ≈"]
+    row = leaderboard.implementation_row("AMD EPYC", replace(step, noisy=frozenset({"fastest"})), "[details]", 2)
+    assert row[4:8] == ["20,000 ≈", "×7.50 ≈", "×4.80 ≈", "×5.00 (deepctr_afm) ≈"]

@@ -47,8 +47,8 @@ def which_implementation_lines(runs: list[speed.BenchmarkRun], gpu_steps) -> lis
              "product and attention pooling, against the same model with `triu_index` (the pair gather a user "
              "writes first), with `triu_index` under `torch.compile` and against the fastest peer library's AFM "
              "(torchfm, DeepCTR-Torch: where the run had the peers extra), all from one run per device; peak "
-             f"memory of one step (CPU: resident-set rise; GPU: CUDA allocation above the model's). {LOADED_NOTE}",
-             ""]
+             f"memory of one step (CPU: resident-set rise; GPU: CUDA allocation above the model's). {LOADED_NOTE} "
+             f"{speed.NOISY_NOTE} On a ratio: one of its two cells was.", ""]
     rows = []
     measured_alone = {device_name for device_name, *_ in gpu_steps}
     for run in runs:      # a GPU with a whole-step measurement of its own is read from that, below
@@ -71,10 +71,13 @@ def implementation_row(device: str, step: speed.FastestStep, link: str, threads)
     gflops = (f"{step.gflops:,.1f}" + (f" ({step.peak_fraction:.0%})" if step.peak_fraction is not None else "")
               if step.gflops is not None else "–")
     name = device + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else "")
+    noisy = lambda *cells: f" {speed.NOISY_MARK}" if step.noisy & set(cells) else ""  # noqa: E731
     return [name, str(step.num_fields), f"{step.batch:,}", step.name,
-            f"{step.samples_per_s:,.0f}" + (f" {LOADED_MARK}" if step.loaded else ""),
-            f"×{step.over_reference:.2f}" if step.over_reference else "–", compiled,
-            f"×{step.over_peer:.2f} ({step.peer})" if step.peer else "not measured in this run", peak, gflops, link]
+            f"{step.samples_per_s:,.0f}" + (f" {LOADED_MARK}" if step.loaded else "") + noisy("fastest"),
+            f"×{step.over_reference:.2f}" + noisy("fastest", speed.FRONT_REFERENCE) if step.over_reference else "–",
+            compiled + (noisy("fastest", "compiled") if step.over_compiled else ""),
+            f"×{step.over_peer:.2f} ({step.peer})" + noisy("fastest", "peer") if step.peer
+            else "not measured in this run", peak, gflops, link]
 
 
 def provenance_lines(verdicts, runs, gpu_steps) -> list[str]:
@@ -197,6 +200,8 @@ def summary_lines(results_dir: Path) -> list[str]:
     for title, step in steps:
         compiled = f", ×{step.over_compiled:.2f} its `torch.compile`" if step.over_compiled else ""
         peer = f", ×{step.over_peer:.2f} the fastest peer's (`{step.peer}`)" if step.peer else ""
+        if step.noisy:
+            peer += f" (noisy cells: {', '.join(sorted(step.noisy))})"
         lines.append(f"- **{title}**, F = {step.num_fields}, B = {step.batch:,}: AFM's train step is fastest with "
                      f"`{step.name}`, {step.samples_per_s:,.0f} samples/s, ×{step.over_reference:.2f} `triu_index`"
                      f"{compiled}{peer}.")

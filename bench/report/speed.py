@@ -288,7 +288,7 @@ def _versus(bench: dict | None, peer_median: float, config: bool = False) -> str
         return "–"
     info, median = bench["extra_info"], bench["stats"]["median"]
     label = config_text(info["config"]) if config else info["interaction"]
-    return f"{label}: {info['batch'] / median:,.0f} (×{peer_median / median:.2f})"
+    return f"{label}: {info['batch'] / median:,.0f} (×{peer_median / median:.2f}){trust_marks(bench)}"
 
 
 def _flops_over(peer: dict, default: dict | None, as_peer: dict | None) -> str:
@@ -340,15 +340,35 @@ def wide_table(cells: list[dict], row_key: str, column_key: str, column_label: s
 
 def cell_marks(bench: dict) -> str:
     """What a speed cell adds to its samples/s: the achieved GFLOP/s and its fraction of the machine's measured
-    peak (where the suite recorded them), and the mark of a cell measured on a busy machine."""
+    peak (where the suite recorded them), then `trust_marks`."""
     info, text = bench["extra_info"], ""
     if info.get("gflops") is not None:
         text += f", {info['gflops']:,.1f} GFLOP/s"
         if info.get("peak_fraction") is not None:
             text += f" ({info['peak_fraction']:.0%} of peak)"
+    return text + trust_marks(bench)
+
+
+# Above this interquartile range of the rounds over their median, a cell is marked noisy.
+NOISY_SPREAD = 0.2
+NOISY_MARK = "≈"
+NOISY_NOTE = (f"{NOISY_MARK}: a noisy cell, its rounds' interquartile range above {NOISY_SPREAD:.0%} of their "
+              "median (short steps on a shared machine): its ratios are rough.")
+
+
+def trust_marks(bench: dict) -> str:
+    """The marks of a cell measured on a busy machine and of a noisy one ("" for neither)."""
+    info, text = bench["extra_info"], ""
     if is_loaded(info.get("load_avg"), info.get("threads")):
         text += f" {LOADED_MARK}"
+    if is_noisy(bench):
+        text += f" {NOISY_MARK}"
     return text
+
+
+def is_noisy(bench: dict | None) -> bool:
+    stats = (bench or {}).get("stats", {})
+    return stats.get("iqr") is not None and stats["median"] > 0 and stats["iqr"] / stats["median"] > NOISY_SPREAD
 
 
 def cost_section(benchmarks: list[dict], where: str = "") -> list[str]:
@@ -527,6 +547,8 @@ class FastestStep:
     loaded: bool = False
     peer: str | None = None               # the fastest peer library's AFM at this shape (peers extra), if timed
     over_peer: float | None = None        # × that peer's eager step
+    # which of the cells behind the figures were noisy (is_noisy): "fastest", "triu_index", "compiled", "peer"
+    noisy: frozenset = frozenset()
 
 
 def _fields_and_batch(bench: dict) -> tuple[int, int]:
@@ -561,7 +583,9 @@ def fastest_steps(run: BenchmarkRun) -> list[FastestStep]:
             info.get(peak_key), reference["extra_info"].get(peak_key) if reference else None,
             info.get("gflops"), info.get("peak_fraction"), bool(is_loaded(info.get("load_avg"), info.get("threads"))),
             peer["extra_info"]["model"] if peer else None,
-            peer["stats"]["median"] / best["stats"]["median"] if peer else None))
+            peer["stats"]["median"] / best["stats"]["median"] if peer else None,
+            frozenset(name for name, cell in (("fastest", best), (FRONT_REFERENCE, reference), ("compiled", compiled),
+                                              ("peer", peer)) if is_noisy(cell))))
     return found
 
 
@@ -570,7 +594,7 @@ def speed_page(run: BenchmarkRun) -> list[str]:
     reference = SPEED_REFERENCE if run.device[0] == "cpu" else FRONT_REFERENCE
     lines = [f"# Speed and memory on {run.title}", "",
              "One benchmark session (`pytest bench/ --benchmark-only`), the latest stored for this device class: "
-             "every ratio below was measured in this one run. " + LOADED_NOTE, ""]
+             "every ratio below was measured in this one run. " + LOADED_NOTE + " " + NOISY_NOTE, ""]
     lines += environment_lines(run)
     lines += (speed_section(run.benchmarks, "", reference) + peer_speed_section(run.benchmarks)
               + cost_section(run.benchmarks)

@@ -272,7 +272,7 @@ def run_grid(grid: Grid, results_dir: Path, context: RunContext = LOCAL, log=pri
     pending and alone writes records.
     """
     check_hparams(grid.models, grid.hparams)
-    if context.threads:
+    if context.threads:       # before grid_cells: `auto` calibrates at the thread count the runs train with
         torch.set_num_threads(context.threads)
     cells, choices, loaded = grid_cells(grid, context, log)
     cluster = context.cluster
