@@ -14,6 +14,7 @@ from .registry import (
     ATTENTION_POOLED,
     BILINEAR,
     CIN,
+    INNER,
     NONE,
     PAIRS,
     POOLED,
@@ -52,4 +53,5 @@ def predict_proba(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 __all__ = ["create_model", "list_models", "list_interactions", "available_pairs", "check_pair", "check_hparams",
            "hparams_for", "interaction_backend", "running_backend",
            "register_model", "register_interaction", "model_entry", "interaction_entry",
-           "predict_proba", "pair_fields", "PAIRS", "POOLED", "ATTENTION_POOLED", "BILINEAR", "CIN", "NONE"]
+           "predict_proba", "pair_fields", "PAIRS", "POOLED", "ATTENTION_POOLED", "INNER", "BILINEAR", "CIN",
+           "NONE"]

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from .layers import MLP, FeaturesEmbedding, FieldIds, pair_fields
-from .registry import PAIRS, build_interaction, register_model
+from .layers import MLP, FeaturesEmbedding, FieldIds, inner_products, pair_fields
+from .registry import INNER, PAIRS, build_interaction, register_model
 
 # What `ctrbench tune` searches: BARS's Frappe space for IPNN (PNN_frappe_x1_tuner_config_06: batch_norm
 # {True, False}, net_dropout {0.2, 0.3, 0.4, 0.5}, embedding_regularizer {0.005, 0.01, 0.05, 0.1}) plus the
@@ -16,7 +16,7 @@ SEARCH_SPACE = {"dropout": [0.2, 0.3, 0.4, 0.5], "batch_norm": [True, False],
 BARS = {"embed_dim": 10}
 
 
-@register_model("ipnn", accepts={PAIRS}, hparams={
+@register_model("ipnn", accepts={PAIRS, INNER}, hparams={
     "embed_dim": "size E of each feature's latent vector",
     "hidden": "widths of the MLP's hidden layers over the embeddings and inner products",
     "dropout": "dropout after each hidden layer",
@@ -26,7 +26,8 @@ class IPNN(nn.Module):
     """Inner-product Neural Network (Qu et al., ICDM 2016), PNN with inner products.
 
     product layer: the embeddings (B, F, E) flattened to l_z (B, F·E) beside the inner products
-    l_p = <v_i, v_j> (B, P), the pair products (B, P, E) summed over E -> MLP (ReLU) -> logit.
+    l_p = <v_i, v_j> (B, P) (the pair products (B, P, E) summed over E, or an implementation that gives the
+    inner products directly) -> MLP (ReLU) -> logit.
     x: LongTensor (B, F) of global feature ids -> logits (B,).
     """
 
@@ -43,6 +44,6 @@ class IPNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.fields.check(x)
         emb = self.embedding(x)                                             # (B, F, E)
-        inner = self.interaction(emb).sum(dim=2)                            # (B, P): <v_i, v_j>
+        inner = inner_products(self.interaction, emb)                       # (B, P): <v_i, v_j>
         product = torch.cat([emb.flatten(start_dim=1), inner], dim=1)       # (B, F·E + P)
         return self.mlp(product).squeeze(1)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ctrbench.pairs import pair_fields  # noqa: F401  (the article's pair numbering, re-exported for the models)
 
-from .registry import ATTENTION_POOLED, PAIRS, POOLED
+from .registry import ATTENTION_POOLED, INNER, PAIRS, POOLED
 
 
 class FieldIds(nn.Module):
@@ -148,6 +148,15 @@ def pooled_pairs(interaction: nn.Module, emb: torch.Tensor) -> torch.Tensor:
     if interaction.output == PAIRS:
         return interaction(emb).sum(dim=1)
     raise ValueError(f"interaction output {interaction.output!r} cannot be summed into (B, E)")
+
+
+def inner_products(interaction: nn.Module, emb: torch.Tensor) -> torch.Tensor:
+    """<v_i, v_j> of every field pair, (B, F, E) -> (B, P), whatever the interaction outputs."""
+    if interaction.output == INNER:
+        return interaction(emb)
+    if interaction.output == PAIRS:
+        return interaction(emb).sum(dim=2)
+    raise ValueError(f"interaction output {interaction.output!r} cannot give per-pair inner products")
 
 
 def attention_pooled_pairs(interaction: nn.Module, emb: torch.Tensor, attention: PairAttention) -> torch.Tensor:

@@ -17,11 +17,12 @@ from torch import nn
 PAIRS = "pairs"                        # (B, F, E) -> (B, P, E): one product per field pair
 POOLED = "pooled"                      # (B, F, E) -> (B, E): sum of the pair products
 ATTENTION_POOLED = "attention_pooled"  # (B, F, E), PairAttention -> (B, E): AFM's pooling, fused
+INNER = "inner_products"               # (B, F, E) -> (B, P): <v_i, v_j> per field pair, IPNN's product layer
 # Pairwise products with a weight, which the model holds and passes in; each model file says its contract.
 BILINEAR = "bilinear_pairs"            # (B, F, E), W (K, E, E), type -> (B, P, E): FiBiNET's (v_i W) ⊙ v_j
 CIN = "cin_layer"                      # (B, H, E), (B, F, E), W (H', H, F) -> (B, H', E): xDeepFM's CIN layer
 NONE = "none"                          # no pairwise product (DCNv2, AutoInt, FinalMLP): a pass-through
-OUTPUTS = (PAIRS, POOLED, ATTENTION_POOLED, BILINEAR, CIN, NONE)
+OUTPUTS = (PAIRS, POOLED, ATTENTION_POOLED, INNER, BILINEAR, CIN, NONE)
 
 
 @dataclass(frozen=True)

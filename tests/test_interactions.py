@@ -2,7 +2,16 @@
 import pytest
 import torch
 
-from ctrbench.models import ATTENTION_POOLED, BILINEAR, CIN, PAIRS, POOLED, interaction_entry, list_interactions
+from ctrbench.models import (
+    ATTENTION_POOLED,
+    BILINEAR,
+    CIN,
+    INNER,
+    PAIRS,
+    POOLED,
+    interaction_entry,
+    list_interactions,
+)
 from ctrbench.models.interactions.reference import (
     attention_pooling_reference,
     bilinear_pairs_reference,
@@ -24,6 +33,8 @@ def reference_for(output, emb, attention=None):
         return pairs
     if output == POOLED:
         return pairs.sum(dim=1)
+    if output == INNER:
+        return pairs.sum(dim=2)
     return attention_pooling_reference(emb, attention)
 
 
@@ -44,7 +55,7 @@ def of_kind(*outputs):
     return [name for name in list_interactions() if interaction_entry(name).output in outputs]
 
 
-@pytest.mark.parametrize("name", of_kind(PAIRS, POOLED, ATTENTION_POOLED))
+@pytest.mark.parametrize("name", of_kind(PAIRS, POOLED, ATTENTION_POOLED, INNER))
 @pytest.mark.parametrize("num_fields", FIELDS)
 @pytest.mark.parametrize("embed_dim", EMBED)
 @pytest.mark.parametrize("batch", BATCH)
@@ -73,11 +84,11 @@ def test_equals_nested_loop_forward_and_gradient(name, num_fields, embed_dim, ba
 def test_pair_order_is_row_major_upper_triangle(name):
     """With v_i = 2^i the product of pair (i, j) is 2^(i+j), which identifies where each pair landed."""
     output = interaction_entry(name).output
-    if output != PAIRS:
-        pytest.skip(f"{name} does not output per-pair products")
+    if output not in (PAIRS, INNER):       # with E = 1 a pair's inner product is its product
+        pytest.skip(f"{name} does not output one value per pair")
     num_fields = 5
     emb = torch.tensor([[2.0 ** i for i in range(num_fields)]], dtype=torch.float64).unsqueeze(-1)
-    products = run(name, emb).squeeze(-1).squeeze(0)
+    products = run(name, emb).reshape(-1)
     expected = [2.0 ** (i + j) for i in range(num_fields) for j in range(i + 1, num_fields)]
     assert products.tolist() == expected
 

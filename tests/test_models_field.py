@@ -10,6 +10,7 @@ from ctrbench.measure.cells import implementations, random_ids
 from ctrbench.models import (
     BILINEAR,
     CIN,
+    INNER,
     NONE,
     PAIRS,
     POOLED,
@@ -47,15 +48,15 @@ def variant_id(variant):
 def test_registered_with_the_right_interactions():
     assert set(NEW) <= set(list_models())
     of_kind = {kind: [i for i in list_interactions() if interaction_entry(i).output == kind]
-               for kind in (PAIRS, BILINEAR, CIN, NONE)}
-    assert list_interactions(model="ipnn") == of_kind[PAIRS]
+               for kind in (PAIRS, INNER, BILINEAR, CIN, NONE)}
+    assert set(list_interactions(model="ipnn")) == {*of_kind[PAIRS], *of_kind[INNER]} and "gram_triu" in of_kind[INNER]
     assert list_interactions(model="fibinet") == of_kind[BILINEAR]
     assert {"bilinear_triu_index", "bilinear_einsum", "bilinear_project"} <= set(of_kind[BILINEAR])
     assert list_interactions(model="xdeepfm") == of_kind[CIN] and {"cin_einsum", "cin_matmul"} <= set(of_kind[CIN])
     for name in ("dcnv2", "autoint", "finalmlp"):
         assert list_interactions(model=name) == ["none"]
     for old in ("fm", "nfm", "afm", "deepfm", "fwfm", "qafm"):   # nobody else can take the new kinds
-        assert not set(list_interactions(model=old)) & {*of_kind[BILINEAR], *of_kind[CIN], "none"}
+        assert not set(list_interactions(model=old)) & {*of_kind[BILINEAR], *of_kind[CIN], *of_kind[INNER], "none"}
     # the layer cells time a product alone: kinds that need a model's weights, and "none", are not among them
     assert set(implementations("product")) == {i for i in list_interactions()
                                                if interaction_entry(i).output in (PAIRS, POOLED)}
