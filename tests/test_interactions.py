@@ -156,3 +156,19 @@ def test_cin_layer_equals_nested_loop_forward_and_gradient(name, num_fields, map
     weight = torch.randn(maps_out, maps_in, num_fields, dtype=dtype, requires_grad=True)
     module = interaction_entry(name).builder(num_fields)
     assert_forward_and_gradients_match(module, cin_layer_reference, (hidden, emb, weight), dtype)
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 5, 16])
+def test_cin_blocked_equals_nested_loop_over_several_uneven_blocks(rows_per_block):
+    """7 samples × E = 8 is 56 rows: blocks of 5 leave a last block of 1; the backward forms them again."""
+    from ctrbench.models.interactions.cin_blocked import CINBlocked
+    torch.manual_seed(rows_per_block)
+    emb = torch.randn(7, 6, 8, dtype=torch.float64, requires_grad=True)
+    hidden = torch.randn(7, 3, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 6, dtype=torch.float64, requires_grad=True)
+    layer = CINBlocked(6, rows_per_block)
+    assert_forward_and_gradients_match(layer, cin_layer_reference, (hidden, emb, weight), torch.float64)
+    # layer 1 passes the embeddings as both inputs: their two gradients add up
+    first_weight = torch.randn(4, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert_forward_and_gradients_match(lambda e, w: layer(e, e, w), lambda e, w: cin_layer_reference(e, e, w),
+                                       (emb, first_weight), torch.float64)

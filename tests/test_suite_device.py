@@ -461,3 +461,33 @@ def test_the_front_page_marks_a_ratio_with_a_noisy_cell_behind_it():
     assert row[4:8] == ["20,000", "×7.50", "×4.80", "×5.00 (deepctr_afm) ≈"]
     row = leaderboard.implementation_row("AMD EPYC", replace(step, noisy=frozenset({"fastest"})), "[details]", 2)
     assert row[4:8] == ["20,000 ≈", "×7.50 ≈", "×4.80 ≈", "×5.00 (deepctr_afm) ≈"]
+
+
+def test_the_front_page_names_each_models_fastest_implementation_beside_its_default_and_the_peer(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "0001_cpu.json", [
+        model_bench("ipnn", "triu_index", 0.02), model_bench("ipnn", "gram_triu", 0.01),
+        model_bench("ipnn", "gram_triu", 0.001, compile=True),                     # compiled: not a contender
+        model_bench("ipnn", "triu_index", 0.0001, config={"batch_norm": True}),    # ours as a peer: not a contender
+        model_bench("deepctr_ipnn", "none", 0.015), model_bench("torchfm_ipnn", "none", 0.04),
+        model_bench("fm", "sum_square", 0.002), model_bench("fm", "loop_gather", 0.01),
+        model_bench("afm", "triu_index", 0.02), model_bench("afm", "afm_triton", 0.001, backend="afm_fused"),
+        model_bench("dcnv2", "none", 0.02), model_bench("torchfm_dcn", "none", 0.008, difference="DCN v1"),
+        model_bench("xdeepfm", "cin_einsum", 0.01)], "cpu", "AMD EPYC")
+    pages, problems = render_pages(results)
+    assert problems == []
+    front = squash(pages[results / "leaderboard.md"])
+    part = front.split("## Which implementation, per model")[1].split("\n## ")[0]
+    assert "### AMD EPYC, 2 threads" in part and "| model | default | F=39, B=1,024 |" in part
+    # 1024 / 0.01 s; over triu_index's 0.02 s and over the faster peer's 0.015 s
+    assert "| ipnn | triu_index | `gram_triu` 102,400, ×2.00 `triu_index`, ×1.50 `deepctr_ipnn` |" in part
+    assert "| fm | sum_square | `sum_square` 512,000 (the default) |" in part
+    assert "| afm | triu_index | `triu_index` 51,200 (the default) |" in part          # the fallback never counts
+    assert "| dcnv2 | none | 51,200, ×0.40 `torchfm_dcn` ≠ |" in part
+    assert "| xdeepfm | cin_matmul | `cin_einsum` 102,400 (`cin_matmul` not measured) |" in part
+    assert "torchfm_ipnn |" not in part and "deepctr_ipnn |" not in part           # peers are not rows
+    # the README's line names the models whose fastest beats their default by more than CLEAR_GAIN, AFM aside
+    from ctrbench.report.leaderboard import summary_lines
+    assert [line for line in summary_lines(results) if "AFM aside" in line] == [
+        "- **AMD EPYC**, F = 39, B = 1,024: the train step's fastest implementation beats the model's default by "
+        "more than 1.2× (AFM aside) for ipnn (`gram_triu`, ×2.00 `triu_index`)."]

@@ -65,6 +65,56 @@ def which_implementation_lines(runs: list[speed.BenchmarkRun], gpu_steps) -> lis
                                  "× fastest peer", "peak MiB (triu_index's)", "GFLOP/s (of peak)", ""]), ""]
 
 
+def which_implementation_per_model_lines(runs: list[speed.BenchmarkRun]) -> list[str]:
+    lines = ["## Which implementation, per model", "",
+             "Each ctrbench model's whole train step (forward, backward, Adam) with its fastest implementation of "
+             "the pairwise product (eager, running its own code), its samples/s, and over it: the model's default "
+             "implementation (what it builds with no `interaction=`) and the fastest peer library's model of the "
+             f"same name, all from one session per device. `{speed.DIFFERS_MARK}`: the peer computes something "
+             "else (how, and ours configured as the peer: the detail page's peer table). A model with one "
+             "implementation of its own (`none`) is set beside the peer only. `ctrbench run --interactions auto` "
+             "picks the fastest on your machine. " + speed.NOISY_NOTE, ""]
+    found = False
+    for run in runs:
+        choices = speed.model_choices(run)
+        if not choices:
+            continue
+        found = True
+        shapes = sorted({(c.num_fields, c.batch) for c in choices})
+        by_model = {(c.model, c.num_fields, c.batch): c for c in choices}
+        rows = [[model, next(c.default for c in choices if c.model == model)]
+                + [choice_text(by_model.get((model, *shape))) for shape in shapes]
+                for model in sorted({c.model for c in choices})]
+        threads = run.environment.get("threads") if run.device[0] == "cpu" else None
+        lines += [f"### {run.title}" + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""), "",
+                  table(rows, ["model", "default"] + [f"F={f}, B={b:,}" for f, b in shapes]), "",
+                  f"[Every implementation and shape on {run.title}]({PAGES}/{run.page})", ""]
+    if not found:
+        return lines + ["_No benchmark session with whole-model cells stored yet: `pytest bench/ --benchmark-only` "
+                        "makes one._", ""]
+    return lines
+
+
+def choice_text(choice: speed.ModelChoice | None) -> str:
+    """'`gram_triu` 11,923, ×2.08 `triu_index`, ×1.28 `deepctr_ipnn`' for one model at one shape."""
+    if choice is None:
+        return "–"
+    noisy = lambda *cells: f" {speed.NOISY_MARK}" if choice.noisy & set(cells) else ""  # noqa: E731
+    text = f"{choice.samples_per_s:,.0f}{noisy('fastest')}"
+    if choice.fastest != "none":
+        text = f"`{choice.fastest}` " + text
+        if choice.fastest == choice.default:
+            text += " (the default)"
+        elif choice.over_default is not None:
+            text += f", ×{choice.over_default:.2f} `{choice.default}`{noisy('fastest', 'default')}"
+        else:
+            text += f" (`{choice.default}` not measured)"
+    if choice.peer:
+        differs = f" {speed.DIFFERS_MARK}" if choice.peer_differs else ""
+        text += f", ×{choice.over_peer:.2f} `{choice.peer}`{differs}{noisy('fastest', 'peer')}"
+    return text
+
+
 def implementation_row(device: str, step: speed.FastestStep, link: str, threads) -> list[str]:
     compiled = f"×{step.over_compiled:.2f}" if step.over_compiled else "not measured in this run"
     peak = (f"{mib(step.peak_bytes)} ({mib(step.reference_peak_bytes)})" if step.peak_bytes is not None else "–")
@@ -108,6 +158,7 @@ def front_page(verdicts, tables, runs, gpu_steps, pages: list[tuple[str, str]], 
     lines += which_model_lines(verdicts)
     lines += quality.main_job_lines(tables, main_link)
     lines += which_implementation_lines(runs, gpu_steps)
+    lines += which_implementation_per_model_lines(runs)
     lines += ["## Detail pages", ""] + [f"- [{title}]({PAGES}/{name})" for name, title in pages] + [""]
     lines += provenance_lines(verdicts, runs, gpu_steps)
     if plots:
@@ -205,7 +256,27 @@ def summary_lines(results_dir: Path) -> list[str]:
         lines.append(f"- **{title}**, F = {step.num_fields}, B = {step.batch:,}: AFM's train step is fastest with "
                      f"`{step.name}`, {step.samples_per_s:,.0f} samples/s, ×{step.over_reference:.2f} `triu_index`"
                      f"{compiled}{peer}.")
+    for run in speed.latest_benchmark_runs(results_dir, problems):
+        others = [c for c in speed.model_choices(run) if c.model != speed.AFM]     # AFM has its own lines
+        for (num_fields, batch), faster in _faster_than_default(others).items():
+            lines.append(f"- **{run.title}**, F = {num_fields}, B = {batch:,}: the train step's fastest implementation "
+                         f"beats the model's default by more than {CLEAR_GAIN:g}× (AFM aside) for "
+                         + ", ".join(f"{c.model} (`{c.fastest}`, ×{c.over_default:.2f} `{c.default}`"
+                                     + (f" {speed.NOISY_MARK}" if c.noisy & {"fastest", "default"} else "") + ")"
+                                     for c in faster) + ".")
     return lines
+
+
+CLEAR_GAIN = 1.2     # a 2-thread session's cells move by up to ~10% between runs: below this, a gain is not told
+
+
+def _faster_than_default(choices: list[speed.ModelChoice]) -> dict[tuple[int, int], list[speed.ModelChoice]]:
+    """Per (F, B), the models whose fastest implementation beats their default by more than CLEAR_GAIN."""
+    found: dict[tuple[int, int], list[speed.ModelChoice]] = {}
+    for choice in choices:
+        if choice.over_default and choice.over_default > CLEAR_GAIN:
+            found.setdefault((choice.num_fields, choice.batch), []).append(choice)
+    return found
 
 
 README_BEGIN = "<!-- summary: generated by `ctrbench leaderboard --readme README.md`; do not edit -->"

@@ -1,7 +1,7 @@
 """Speed and memory from the suite's benchmark JSON (pytest-benchmark's, or a session's per-cell file when
 it was killed before writing it): the latest run of each device class, so every ratio in a table was
 measured in one run; per device a page of speed, cost, vocabulary and data sections, and for the front
-page the fastest AFM implementation per shape."""
+page the fastest AFM implementation per shape and every model's fastest implementation beside its default."""
 from __future__ import annotations
 
 import json
@@ -586,6 +586,50 @@ def fastest_steps(run: BenchmarkRun) -> list[FastestStep]:
             peer["stats"]["median"] / best["stats"]["median"] if peer else None,
             frozenset(name for name, cell in (("fastest", best), (FRONT_REFERENCE, reference), ("compiled", compiled),
                                               ("peer", peer)) if is_noisy(cell))))
+    return found
+
+
+@dataclass
+class ModelChoice:
+    """At one shape of one session, one of ctrbench's models: the step of its fastest implementation (eager,
+    running its own code) beside its default implementation's and the fastest peer library's model of that
+    name."""
+    model: str
+    num_fields: int
+    batch: int
+    default: str                          # the registry's default implementation of the model
+    fastest: str
+    samples_per_s: float
+    over_default: float | None            # None where the default did not run its own code in the session
+    peer: str | None = None
+    over_peer: float | None = None
+    peer_differs: bool = False            # the peer declared that its algebra or cost differs from ours
+    # which of the cells behind the figures were noisy (is_noisy): "fastest", "default", "peer"
+    noisy: frozenset = frozenset()
+
+
+def model_choices(run: BenchmarkRun, mode: str = "train") -> list[ModelChoice]:
+    """Every ctrbench model's whole-model cells of a session in `mode`, one ModelChoice per (model, F, B),
+    sorted by model, then F, then B."""
+    cells = [b for b in by_cell(run.benchmarks, "model") if b["extra_info"]["mode"] == mode
+             and not is_vocab_cell(b) and not is_compiled(b) and not fallback(b)]
+    where = lambda b: (b["extra_info"]["model"], *_fields_and_batch(b))  # noqa: E731
+    found = []
+    for model, num_fields, batch in sorted({where(b) for b in cells if not ours_of(b["extra_info"]["model"])}):
+        here = [b for b in cells if where(b) == (model, num_fields, batch)]
+        default_name = model_entry(model).default_interaction
+        best = min(here, key=lambda b: b["stats"]["median"])
+        default = next((b for b in here if b["extra_info"]["interaction"] == default_name), None)
+        peer = min((b for b in cells if ours_of(b["extra_info"]["model"]) == model
+                    and _fields_and_batch(b) == (num_fields, batch)), key=lambda b: b["stats"]["median"], default=None)
+        median = best["stats"]["median"]
+        found.append(ModelChoice(
+            model, num_fields, batch, default_name, best["extra_info"]["interaction"], batch / median,
+            default["stats"]["median"] / median if default else None,
+            peer["extra_info"]["model"] if peer else None, peer["stats"]["median"] / median if peer else None,
+            bool(peer and peer["extra_info"].get("difference")),
+            frozenset(name for name, cell in (("fastest", best), ("default", default), ("peer", peer))
+                      if is_noisy(cell))))
     return found
 
 
