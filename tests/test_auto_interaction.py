@@ -34,7 +34,7 @@ def skewed(monkeypatch):
 
 
 def test_every_shipped_implementation_agrees_with_the_reference():
-    for model in ("fm", "afm", "fwfm"):
+    for model in ("fm", "afm", "fwfm", "ipnn", "fibinet", "xdeepfm"):
         for name in auto.candidates(model, torch.device("cpu")):
             assert auto.agrees_with_reference(model, name, 5), (model, name)
 

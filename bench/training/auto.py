@@ -21,8 +21,17 @@ import torch
 from ctrbench.cpu import distinct_cores
 from ctrbench.datasets.core import user_cache_root
 from ctrbench.files import write_text_atomic
-from ctrbench.models import ATTENTION_POOLED, PAIRS, create_model, interaction_entry, list_interactions, model_entry
-from ctrbench.models.interactions.reference import ReferenceAttentionPooling, ReferencePairs
+from ctrbench.models import (
+    ATTENTION_POOLED,
+    BILINEAR,
+    CIN,
+    PAIRS,
+    create_model,
+    interaction_entry,
+    list_interactions,
+    model_entry,
+)
+from ctrbench.models.interactions.reference import ReferenceAttentionPooling, ReferencePairs, reference_interaction
 from ctrbench.probes.memory import synchronize
 
 AUTO = "auto"
@@ -58,6 +67,9 @@ def reference_module(model: str):
         return ReferencePairs()
     if ATTENTION_POOLED in accepts:
         return ReferenceAttentionPooling()
+    for output in (BILINEAR, CIN):          # FiBiNET's and xDeepFM's products take the model's own weight
+        if output in accepts:
+            return reference_interaction(output)
     return None
 
 
