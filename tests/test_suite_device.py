@@ -473,7 +473,8 @@ def test_the_front_page_names_each_models_fastest_implementation_beside_its_defa
         model_bench("fm", "sum_square", 0.002), model_bench("fm", "loop_gather", 0.01),
         model_bench("afm", "triu_index", 0.02), model_bench("afm", "afm_triton", 0.001, backend="afm_fused"),
         model_bench("dcnv2", "none", 0.02), model_bench("torchfm_dcn", "none", 0.008, difference="DCN v1"),
-        model_bench("xdeepfm", "cin_einsum", 0.01)], "cpu", "AMD EPYC")
+        model_bench("xdeepfm", "cin_einsum", 0.01),
+        model_bench("oldfm", "triu_index", 0.01)], "cpu", "AMD EPYC")            # a model no longer registered
     pages, problems = render_pages(results)
     assert problems == []
     front = squash(pages[results / "leaderboard.md"])
@@ -486,6 +487,7 @@ def test_the_front_page_names_each_models_fastest_implementation_beside_its_defa
     assert "| dcnv2 | none | 51,200, ×0.40 `torchfm_dcn` ≠ |" in part
     assert "| xdeepfm | cin_matmul | `cin_einsum` 102,400 (`cin_matmul` not measured) |" in part
     assert "torchfm_ipnn |" not in part and "deepctr_ipnn |" not in part           # peers are not rows
+    assert "| oldfm | ? | `triu_index` 102,400 |" in part
     # the README's line names the models whose fastest beats their default by more than CLEAR_GAIN, AFM aside
     from ctrbench.report.leaderboard import summary_lines
     assert [line for line in summary_lines(results) if "AFM aside" in line] == [

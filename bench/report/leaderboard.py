@@ -82,7 +82,7 @@ def which_implementation_per_model_lines(runs: list[speed.BenchmarkRun]) -> list
         found = True
         shapes = sorted({(c.num_fields, c.batch) for c in choices})
         by_model = {(c.model, c.num_fields, c.batch): c for c in choices}
-        rows = [[model, next(c.default for c in choices if c.model == model)]
+        rows = [[model, next(c.default or "?" for c in choices if c.model == model)]
                 + [choice_text(by_model.get((model, *shape))) for shape in shapes]
                 for model in sorted({c.model for c in choices})]
         threads = run.environment.get("threads") if run.device[0] == "cpu" else None
@@ -107,7 +107,7 @@ def choice_text(choice: speed.ModelChoice | None) -> str:
             text += " (the default)"
         elif choice.over_default is not None:
             text += f", ×{choice.over_default:.2f} `{choice.default}`{noisy('fastest', 'default')}"
-        else:
+        elif choice.default:
             text += f" (`{choice.default}` not measured)"
     if choice.peer:
         differs = f" {speed.DIFFERS_MARK}" if choice.peer_differs else ""

@@ -597,7 +597,7 @@ class ModelChoice:
     model: str
     num_fields: int
     batch: int
-    default: str                          # the registry's default implementation of the model
+    default: str | None                   # the registry's default implementation (None: model not registered)
     fastest: str
     samples_per_s: float
     over_default: float | None            # None where the default did not run its own code in the session
@@ -617,7 +617,10 @@ def model_choices(run: BenchmarkRun, mode: str = "train") -> list[ModelChoice]:
     found = []
     for model, num_fields, batch in sorted({where(b) for b in cells if not ours_of(b["extra_info"]["model"])}):
         here = [b for b in cells if where(b) == (model, num_fields, batch)]
-        default_name = model_entry(model).default_interaction
+        try:
+            default_name = model_entry(model).default_interaction
+        except ValueError:          # a stored model no longer registered: no default to set it beside
+            default_name = None
         best = min(here, key=lambda b: b["stats"]["median"])
         default = next((b for b in here if b["extra_info"]["interaction"] == default_name), None)
         peer = min((b for b in cells if ours_of(b["extra_info"]["model"]) == model
