@@ -244,8 +244,8 @@ def summary_lines(results_dir: Path) -> list[str]:
         lines.append(f"- **{row[0]}**: {row[1]} at test AUC {row[2].replace(' (', ' (n = ')}, {row[5]}; "
                      f"runner-up {row[3]}: {row[4]}.")
     problems: list[str] = []
-    steps = [(run.title, step) for run in speed.latest_benchmark_runs(results_dir, problems) if run.device[0] == "cpu"
-             for step in speed.fastest_steps(run)]
+    runs = speed.latest_benchmark_runs(results_dir, problems)
+    steps = [(run.title, step) for run in runs if run.device[0] == "cpu" for step in speed.fastest_steps(run)]
     steps += [(f"{name} (GPU)", step) for name, _, _, found in gpu.gpu_fastest_steps(results_dir, problems)
               for step in found]
     for title, step in steps:
@@ -256,7 +256,7 @@ def summary_lines(results_dir: Path) -> list[str]:
         lines.append(f"- **{title}**, F = {step.num_fields}, B = {step.batch:,}: AFM's train step is fastest with "
                      f"`{step.name}`, {step.samples_per_s:,.0f} samples/s, ×{step.over_reference:.2f} `triu_index`"
                      f"{compiled}{peer}.")
-    for run in speed.latest_benchmark_runs(results_dir, problems):
+    for run in runs:
         others = [c for c in speed.model_choices(run) if c.model != speed.AFM]     # AFM has its own lines
         for (num_fields, batch), faster in _faster_than_default(others).items():
             lines.append(f"- **{run.title}**, F = {num_fields}, B = {batch:,}: the train step's fastest implementation "

@@ -26,7 +26,7 @@ class CINBlocked(nn.Module):
         self.rows_per_block = rows_per_block
 
     def forward(self, hidden: torch.Tensor, emb: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        batch, maps, dim = hidden.shape
+        batch, _, dim = hidden.shape
         by_row = lambda t: t.transpose(1, 2).reshape(batch * dim, t.shape[1])  # noqa: E731  (B·E, H) or (B·E, F)
         out = _blocked_outer_product_matmul(by_row(hidden), by_row(emb), weight, self.rows_per_block)
         return out.view(batch, dim, -1).transpose(1, 2)                                     # (B, H', E)
@@ -63,12 +63,12 @@ class _BlockedOuterProductMatmul(torch.autograd.Function):
         hidden, emb, weight = ctx.saved_tensors
         rows, maps, num_fields = ctx.rows, hidden.shape[1], emb.shape[1]
         flat = weight.reshape(weight.shape[0], -1)
-        grad_weight, grad_hidden, grad_emb = None, [], []
+        grad_weight = torch.zeros_like(flat) if ctx.needs_input_grad[2] else None
+        grad_hidden, grad_emb = [], []
         for s in range(0, hidden.shape[0], rows):
             h, e, g = hidden[s:s + rows], emb[s:s + rows], grad_out[s:s + rows]
-            if ctx.needs_input_grad[2]:     # Σ_r g_r z_rᵀ (out of place: inductor miscompiled addmm_ here)
-                block = g.t() @ _outer(h, e)
-                grad_weight = block if grad_weight is None else grad_weight + block
+            if grad_weight is not None:
+                grad_weight.addmm_(g.t(), _outer(h, e))                      # Σ_r g_r z_rᵀ
             grad_z = (g @ flat).view(-1, maps, num_fields)                   # (R, H, F)
             if ctx.needs_input_grad[0]:
                 grad_hidden.append(torch.bmm(grad_z, e.unsqueeze(2)).squeeze(2))   # Σ_i dz_{h,i} e_i
